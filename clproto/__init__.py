@@ -1,0 +1,38 @@
+"""clproto: continual and few-shot class-incremental learning, simulated faithfully.
+
+Python API (see the README)::
+
+    import clproto
+    scenario = clproto.load_scenario("scenarios/split-digits.toml")
+    strategy = clproto.load_strategy("strategies/nmc-pixels.toml")
+    result = clproto.Runner().run(scenario, strategy, seed=0)
+    print(result.metrics.final_accuracy)
+"""
+
+__version__ = "0.1.0"
+
+from clproto.config import StrategyConfig, load_scenario as _load_scenario, load_strategy as _load_strategy, parse_override
+from clproto.data import Dataset, load_dataset
+from clproto.errors import ConfigError
+from clproto.evaluation import Evaluator, Metrics, RunResult, metrics
+from clproto.runner import Runner
+from clproto.scenarios import Experience, Scenario, ScenarioConfig, build_scenario
+from clproto.strategies import REGISTRY, Registry, Strategy
+
+
+def load_scenario(path, *, overrides=()):
+    """Read a scenario definition; ``overrides`` are ``"scenario.key=value"`` strings."""
+    return _load_scenario(path, overrides=[parse_override(o) if isinstance(o, str) else o for o in overrides])
+
+
+def load_strategy(path, *, registry=None, overrides=()):
+    """Read a strategy definition and check it against ``registry`` (default: :data:`REGISTRY`)."""
+    return _load_strategy(path, registry or REGISTRY,
+                          overrides=[parse_override(o) if isinstance(o, str) else o for o in overrides])
+
+
+__all__ = [
+    "ConfigError", "Dataset", "Evaluator", "Experience", "Metrics", "REGISTRY", "Registry", "RunResult", "Runner",
+    "Scenario", "ScenarioConfig", "Strategy", "StrategyConfig", "build_scenario", "load_dataset", "load_scenario",
+    "load_strategy", "metrics",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from clproto.cli import main
+
+sys.exit(main())

@@ -1,0 +1,219 @@
+"""The ``clproto`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+from clproto.errors import ConfigError
+
+DEFAULTS = Path(__file__).parent / "defaults"
+EPILOG = """examples:
+  clproto run                                   embedded default: split-digits, every built-in strategy, 3 seeds
+  clproto run scenarios/split-cifar10.toml strategies/nmc.toml --seeds 0 1 2 --out runs/cifar
+  clproto run scenarios/split-digits.toml strategies/nmc-pixels.toml --set scenario.train_per_class=50
+  clproto report runs/cifar --out reports/cifar
+  clproto list
+
+Data are looked up under --data-root, else $CLPROTO_DATA, else ~/.cache/clproto/data;
+pretrained models under --models-root, else $CLPROTO_MODELS. Bad input exits with code 2."""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("locations and resources")
+    g.add_argument("--data-root", metavar="DIR", help="where datasets live (default: $CLPROTO_DATA or ~/.cache/clproto/data)")
+    g.add_argument("--models-root", metavar="DIR", help="where pretrained models live (default: $CLPROTO_MODELS)")
+    g.add_argument("--cache-dir", metavar="DIR", help="decoded-image and feature cache (default: $CLPROTO_CACHE or ~/.cache/clproto/cache)")
+    g.add_argument("--threads", type=int, metavar="N", help="torch threads (default: all cores)")
+    g.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
+                   help="import a module or file whose register(registry) adds strategies (repeatable)")
+    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clproto",
+        description="Simulate continual and few-shot class-incremental learning: run strategies on scenarios, "
+                    "fill accuracy matrices, and report accuracy and forgetting.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from clproto import __version__
+
+    parser.add_argument("--version", action="version", version=f"clproto {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run strategies on a scenario over seeds, then report",
+                       description="Run every STRATEGY on SCENARIO for every seed; write results.json per run and a "
+                                   "report (table + plots). With no arguments: the embedded split-digits default.")
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO.toml", help="scenario definition")
+    p.add_argument("strategies", nargs="*", metavar="STRATEGY.toml", help="strategy definitions (default: the built-in set)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default: 0 1 2)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<scenario>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. scenario.train_per_class=50 or strategy.params.metric=cosine")
+    _common(p)
+
+    p = sub.add_parser("report", help="tables and figures from results folders",
+                       description="Collect results.json files under RUN_DIR(s) and write summary.md, summary.csv and PNG figures.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
+    p.add_argument("--out", metavar="DIR", help="report folder (default: <first RUN_DIR>/report)")
+
+    p = sub.add_parser("list", help="show datasets, scenarios and strategies")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py")
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+def load_plugins(specs: list[str]):
+    from clproto.strategies import REGISTRY
+
+    if not specs:
+        return REGISTRY
+    registry = REGISTRY.copy()
+    for spec in specs:
+        if spec.endswith(".py"):
+            path = Path(spec)
+            if not path.exists():
+                raise ConfigError("plugin file not found", where="--plugin", value=spec)
+            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[path.stem] = module
+            mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        else:
+            try:
+                module = importlib.import_module(spec)
+            except ImportError as exc:
+                raise ConfigError(f"cannot import plugin: {exc}", where="--plugin", value=spec) from exc
+        if not callable(getattr(module, "register", None)):
+            raise ConfigError("plugin has no register(registry) function", where="--plugin", value=spec)
+        module.register(registry)
+    return registry
+
+
+def _setup(args) -> None:
+    import os
+
+    if getattr(args, "no_progress", False):
+        os.environ["CLPROTO_PROGRESS"] = "0"
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_run(args) -> int:
+    from clproto.config import check_overrides_used, load_scenario, load_strategy, parse_override
+    from clproto.evaluation.results import RunResult
+    from clproto.progress import progress_enabled
+    from clproto.reports.build import markdown_table, write_report
+    from clproto.reports.collect import summary_frame
+    from clproto.runner import Runner
+
+    _setup(args)
+    registry = load_plugins(args.plugin)
+    overrides = [parse_override(o) for o in args.overrides]
+    scenario_path = Path(args.scenario) if args.scenario else DEFAULTS / "split-digits.toml"
+    strategy_paths = [Path(s) for s in args.strategies] or sorted((DEFAULTS / "strategies").glob("*.toml"))
+    scenario = load_scenario(scenario_path, overrides=overrides)
+    strategies = [load_strategy(p, registry, overrides=overrides) for p in strategy_paths]
+    if not args.strategies:  # the default set: those applicable to this scenario's kind
+        strategies = [s for s in strategies if scenario.kind in registry.get(s.config.implementation).scenario_kinds]
+    names = [s.name for s in strategies]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError("two strategy definitions share a name", field="name", value=dupes[0],
+                          expected="a unique `name` per strategy in one comparison")
+    check_overrides_used(overrides, names, registry, strategies)
+    out = Path(args.out) if args.out else Path("runs") / scenario.name
+    runner = Runner(registry=registry, data_root=args.data_root, models_root=args.models_root,
+                    cache_dir=args.cache_dir, progress=progress_enabled())
+    # validate every run before starting any, so bad input writes nothing
+    for seed in args.seeds:
+        for s in strategies:
+            runner.check(scenario, s, seed, where=str(scenario_path))
+    t0 = time.perf_counter()
+    results: list[RunResult] = []
+    total = len(strategies) * len(args.seeds)
+    for seed in args.seeds:
+        for s in strategies:
+            r = runner.run(scenario, s, seed=seed, out_dir=out, where=str(scenario_path))
+            results.append(r)
+            note = f" [{'; '.join(r.notes)}]" if r.notes else ""
+            print(f"[{len(results)}/{total}] {scenario.name} / {s.name} / seed {seed}: "
+                  f"final acc {100 * r.metrics.final_accuracy:.2f}%  ({r.timings.total_s:.1f}s){note}", file=sys.stderr)
+    report_dir = out / "report"
+    write_report(results, report_dir)
+    print()
+    print(markdown_table(summary_frame(results)))
+    print(f"{len(results)} runs in {time.perf_counter() - t0:.1f}s. Results: {out}/  Report: {report_dir}/ "
+          f"(summary.md, summary.csv, *.png)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from clproto.reports.build import markdown_table, write_report
+    from clproto.reports.collect import load_results, summary_frame
+
+    results = load_results(args.runs)
+    out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
+    paths = write_report(results, out)
+    print(markdown_table(summary_frame(results)))
+    print(f"{len(results)} runs; wrote {len(paths)} files to {out}/")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from clproto.config import read_toml
+    from clproto.data.sources import DATASET_KINDS
+
+    registry = load_plugins(args.plugin)
+    print("Datasets (the `dataset` field of a scenario):")
+    for k, v in DATASET_KINDS.items():
+        print(f"  {k:<22} {v}")
+    print("\nStrategy implementations (the `implementation` field of a strategy definition):")
+    for e in registry:
+        print(f"  {e.name:<22} [{e.cls.input_kind}] {e.description}")
+    for title, folder, section in (("Scenario definitions", "scenarios", "scenario"),
+                                   ("Strategy definitions", "strategies", "strategy")):
+        files = sorted(Path(folder).glob("*.toml"))
+        where = f"./{folder}/"
+        if not files:
+            files = sorted((DEFAULTS / ("." if section == "scenario" else "strategies")).glob("*.toml"))
+            where = "built-in defaults"
+        print(f"\n{title} ({where}):")
+        for f in files:
+            try:
+                d = read_toml(f).get(section, {})
+                print(f"  {str(f) if where != 'built-in defaults' else f.name:<44} {d.get('description', '')}")
+            except ConfigError as exc:
+                print(f"  {f}  (unreadable: {exc})")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"clproto: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("clproto: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,233 @@
+"""Loading scenario and strategy definitions (TOML) into typed dataclasses, with overrides.
+
+A scenario file has one ``[scenario]`` table (fields: :class:`ScenarioConfig`); a strategy file
+has one ``[strategy]`` table (fields: :class:`StrategyConfig`) whose ``params`` sub-table is
+checked against the registered implementation's own ``Config`` dataclass. Unknown tables or
+fields, and values of the wrong type, are errors naming the file and the field.
+
+Overrides (``--set``) are ``section.key=value`` with a TOML value (strings may go unquoted):
+``scenario.train_per_class=50``, ``strategy.params.metric=cosine`` (every strategy whose
+Config has that field), ``nmc.params.metric=cosine`` (only the strategy named ``nmc``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from clproto.errors import ConfigError
+from clproto.scenarios.config import ScenarioConfig
+from clproto.strategies.base import Registry
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    name: str  # display name, unique within a comparison (e.g. "nmc-cosine")
+    implementation: str  # registered implementation (see `clproto list`)
+    backbone: str = "pixels"  # feature extractor for input_kind="features" strategies
+    params: dict = field(default_factory=dict)  # hyperparameters, checked against the implementation's Config
+    description: str = ""  # free text shown by `clproto list`
+
+
+@dataclass(frozen=True)
+class Override:
+    target: str  # "scenario", "strategy" or a strategy name
+    path: tuple[str, ...]  # keys below the target, e.g. ("params", "metric")
+    value: Any
+    text: str  # as written, for error messages
+
+
+# --------------------------------------------------------------------------- TOML + overrides
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError("file not found", where=str(path))
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from exc
+
+
+def parse_override(text: str) -> Override:
+    key, eq, raw = text.partition("=")
+    parts = tuple(p.strip() for p in key.strip().split("."))
+    if not eq or len(parts) < 2 or not all(parts):
+        raise ConfigError("malformed override", where="--set", value=text, expected="section.key=value, e.g. scenario.train_per_class=50")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()  # bare string
+    return Override(parts[0], parts[1:], value, text)
+
+
+def _apply(data: dict, ov: Override) -> dict:
+    data = json.loads(json.dumps(data))  # deep copy; never mutate the caller's dict
+    node = data
+    for k in ov.path[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError("override goes below a non-table value", where="--set", value=ov.text)
+    node[ov.path[-1]] = ov.value
+    return data
+
+
+# --------------------------------------------------------------------------- typed conversion
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin is typing.Union or str(origin) == "types.UnionType":
+        return any(_type_ok(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin in (list, tuple) or tp in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    return True
+
+
+def _describe(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def from_mapping(cls: type, data: Mapping[str, Any], *, where: str, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``data``: unknown keys and wrong types are ConfigErrors."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("expected a table", where=where, field=prefix.rstrip(".") or None, value=data)
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError("unknown field", where=where, field=prefix + unknown[0], value=data[unknown[0]],
+                          expected="one of " + ", ".join(fields))
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if not _type_ok(value, tp):
+            raise ConfigError("wrong type", where=where, field=prefix + name, value=value, expected=_describe(tp))
+        if tp is float and isinstance(value, int):
+            value = float(value)
+        kwargs[name] = value
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+    if missing:
+        raise ConfigError("required field is missing", where=where, field=prefix + missing[0])
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, where=where, field=prefix + (exc.field or ""), value=exc.value, expected=exc.expected) from None
+
+
+def to_plain(obj: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists, for JSON."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    return obj
+
+
+def config_hash(obj: Any) -> str:
+    text = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- scenario / strategy
+def _section(raw: dict, section: str, where: str) -> dict:
+    extra = sorted(set(raw) - {section})
+    if extra:
+        raise ConfigError(f"unknown table [{extra[0]}]", where=where, expected=f"a single [{section}] table")
+    if section not in raw:
+        raise ConfigError(f"missing [{section}] table", where=where)
+    return raw[section]
+
+
+def scenario_from_dict(data: Mapping[str, Any], *, where: str = "scenario", overrides: list[Override] = ()) -> ScenarioConfig:
+    data = dict(data)
+    for ov in overrides:
+        if ov.target == "scenario":
+            data = _apply(data, ov)
+            where = f"{where} (with --set {ov.text})"
+    return from_mapping(ScenarioConfig, data, where=where)
+
+
+def load_scenario(path: str | Path, *, overrides: list[Override] = ()) -> ScenarioConfig:
+    """Read a scenario definition file and apply ``scenario.*`` overrides."""
+    raw = read_toml(path)
+    data = _section(raw, "scenario", str(path))
+    data.setdefault("name", Path(path).stem)
+    return scenario_from_dict(data, where=str(path), overrides=overrides)
+
+
+@dataclass(frozen=True)
+class ResolvedStrategy:
+    config: StrategyConfig
+    params: Any  # an instance of the implementation's Config dataclass
+    where: str
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def to_dict(self) -> dict:
+        d = to_plain(self.config)
+        d["params"] = to_plain(self.params)
+        return d
+
+
+def strategy_from_dict(data: Mapping[str, Any], registry: Registry, *, where: str = "strategy",
+                       overrides: list[Override] = ()) -> ResolvedStrategy:
+    data = dict(data)
+    name = data.get("name")
+    for ov in overrides:
+        if ov.target == "strategy" or (ov.target == name and ov.target != "scenario"):
+            if ov.path[0] == "params" and len(ov.path) == 2:
+                impl = registry.get(str(data.get("implementation", name)), where=where)
+                if ov.path[1] not in {f.name for f in dataclasses.fields(impl.cls.Config)} and ov.target == "strategy":
+                    continue  # a strategy-wide param override applies to strategies that have the field
+            data = _apply(data, ov)
+    cfg = from_mapping(StrategyConfig, data, where=where)
+    entry = registry.get(cfg.implementation, where=where)
+    params = from_mapping(entry.cls.Config, cfg.params, where=where, prefix="params.")
+    return ResolvedStrategy(config=cfg, params=params, where=where)
+
+
+def load_strategy(path: str | Path, registry: Registry, *, overrides: list[Override] = ()) -> ResolvedStrategy:
+    """Read a strategy definition file, check its params against the registered implementation."""
+    raw = read_toml(path)
+    data = _section(raw, "strategy", str(path))
+    data.setdefault("name", Path(path).stem)
+    data.setdefault("implementation", data["name"])
+    return strategy_from_dict(data, registry, where=str(path), overrides=overrides)
+
+
+def check_overrides_used(overrides: list[Override], strategy_names: list[str], registry: Registry,
+                         strategies: list[ResolvedStrategy]) -> None:
+    """Every override must target something: an unknown section or param is an error."""
+    for ov in overrides:
+        if ov.target == "scenario":
+            continue
+        if ov.target not in ("strategy", *strategy_names):
+            raise ConfigError("override names an unknown section", where="--set", value=ov.text,
+                              expected="scenario.*, strategy.* or <strategy name>.* with one of " + ", ".join(strategy_names))
+        if ov.target == "strategy" and ov.path[0] == "params" and len(ov.path) == 2:
+            if not any(ov.path[1] in {f.name for f in dataclasses.fields(type(s.params))} for s in strategies):
+                raise ConfigError("no strategy has this parameter", where="--set", value=ov.text)

@@ -1,0 +1,370 @@
+"""Dataset sources, chosen by the ``dataset`` string of a scenario definition.
+
+=============================  =================================================================
+``digits``                     scikit-learn's 8×8 digits (embedded, no download); a stratified
+                               70/30 train/test split with a fixed seed (0) so it never changes.
+``CIFAR10`` ``CIFAR100``       torchvision datasets, downloaded into ``<data root>/torchvision``
+``MNIST`` ``FashionMNIST``     (real users have internet; nothing here downloads in tests).
+``imagefolder:PATH``           ``train/<class>/*`` and ``test/<class>/*`` with an optional
+                               ``classes.tsv`` (``<class id>\\t<names>``), as a directory or a
+                               ``.zip`` read member by member without extracting.
+``tinyimagenet:PATH``          the official Tiny-ImageNet layout (``train/<wnid>/images/*``,
+                               ``val/val_annotations.txt``, ``words.txt``), directory or zip.
+=============================  =================================================================
+
+Relative paths are resolved against the data root. Decoded image folders are kept as a
+uint8 array in ``<cache root>/decoded`` keyed by the file's content hash, so the JPEGs are
+decoded once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator
+
+import numpy as np
+
+from clproto.data.dataset import Dataset
+from clproto.data.paths import cache_root as default_cache_root
+from clproto.data.paths import data_root as default_data_root
+from clproto.errors import ConfigError
+
+TORCHVISION_DATASETS = ("CIFAR10", "CIFAR100", "MNIST", "FashionMNIST")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff", ".jpe")
+DATASET_KINDS = {
+    "digits": "scikit-learn 8x8 digits, embedded (10 classes, 1257 train / 540 test)",
+    **{name: f"torchvision {name}, downloaded into <data root>/torchvision" for name in TORCHVISION_DATASETS},
+    "imagefolder:PATH": "train/<class>/*, test/<class>/* (+ classes.tsv), directory or .zip",
+    "tinyimagenet:PATH": "official Tiny-ImageNet layout (train/<wnid>/images, val/val_annotations.txt)",
+}
+DECODE_VERSION = "1"  # bump when the decoding below changes, to invalidate decoded caches
+
+
+def load_dataset(
+    spec: str,
+    *,
+    data_root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    where: str = "dataset",
+    progress: bool = True,
+) -> Dataset:
+    """Load the dataset named by ``spec`` (see the module docstring)."""
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError("dataset must be a non-empty string", where=where, field="dataset", value=spec)
+    root = default_data_root(data_root)
+    if spec == "digits":
+        return _digits()
+    if spec in TORCHVISION_DATASETS or spec.lower() in {n.lower() for n in TORCHVISION_DATASETS}:
+        name = next(n for n in TORCHVISION_DATASETS if n.lower() == spec.lower())
+        return _torchvision(name, root)
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in ("imagefolder", "tinyimagenet"):
+        path = Path(rest).expanduser()
+        if not path.is_absolute():
+            path = root / path
+        if not path.exists():
+            raise ConfigError(
+                f"data file or folder {str(path)!r} does not exist (data root: {str(root)!r}; "
+                "set --data-root or CLPROTO_DATA)",
+                where=where,
+                field="dataset",
+                value=spec,
+            )
+        reader = _read_imagefolder if kind == "imagefolder" else _read_tinyimagenet
+        return _decoded_cached(kind, path, reader, default_cache_root(cache_dir), progress=progress)
+    raise ConfigError(
+        "unknown dataset",
+        where=where,
+        field="dataset",
+        value=spec,
+        expected="one of " + ", ".join(DATASET_KINDS),
+    )
+
+
+# --------------------------------------------------------------------------- digits
+def _digits() -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)[..., None]  # (1797, 8, 8, 1)
+    labels = bunch.target.astype(np.int64)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(labels)), test_size=0.3, stratify=labels, random_state=0
+    )
+    idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
+    return Dataset(
+        name="digits",
+        train_x=images[idx_train],
+        train_y=labels[idx_train],
+        test_x=images[idx_test],
+        test_y=labels[idx_test],
+        class_names=tuple(str(i) for i in range(10)),
+        identity=_hash_arrays("digits-v1", images, labels, idx_train),
+    )
+
+
+# --------------------------------------------------------------------------- torchvision
+def _torchvision(name: str, root: Path) -> Dataset:
+    import torchvision
+
+    cls = getattr(torchvision.datasets, name)
+    folder = root / "torchvision"
+    try:
+        train = cls(str(folder), train=True, download=True)
+        test = cls(str(folder), train=False, download=True)
+    except Exception as exc:  # network or file errors: say where we looked
+        raise ConfigError(
+            f"could not load or download torchvision {name} into {str(folder)!r}: {exc}",
+            field="dataset",
+            value=name,
+        ) from exc
+
+    def arrays(ds) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(ds.data)
+        if x.ndim == 3:  # (N, H, W) greyscale -> (N, H, W, 1)
+            x = x[..., None]
+        return np.ascontiguousarray(x, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
+
+    train_x, train_y = arrays(train)
+    test_x, test_y = arrays(test)
+    return Dataset(
+        name=name,
+        train_x=train_x,
+        train_y=train_y,
+        test_x=test_x,
+        test_y=test_y,
+        class_names=tuple(str(c) for c in train.classes),
+        identity=_hash_arrays(f"torchvision-{name}", train_x, train_y, test_x, test_y),
+    )
+
+
+# --------------------------------------------------------------------------- image folders
+@dataclass
+class _Listing:
+    """Members of one split: (class id, reader key) pairs plus class names."""
+
+    class_ids: list[str]
+    class_names: dict[str, str]
+    train: list[tuple[str, str]]
+    test: list[tuple[str, str]]
+
+
+class _Source:
+    """A directory or a zip file, read uniformly by relative posix path."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.zip: zipfile.ZipFile | None = None
+        if path.is_file():
+            try:
+                self.zip = zipfile.ZipFile(path)
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise ConfigError(f"{str(path)!r} is not a readable zip file: {exc}", field="dataset") from exc
+            names = [n for n in self.zip.namelist() if not n.endswith("/")]
+            # tolerate one top-level folder wrapping everything (e.g. tiny-imagenet-200/...)
+            tops = {n.split("/", 1)[0] for n in names}
+            self.prefix = ""
+            if len(tops) == 1 and not any(n.count("/") == 0 for n in names):
+                top = next(iter(tops))
+                if not any(n.startswith(p) for n in names for p in ("train/", "test/", "val/")):
+                    self.prefix = top + "/"
+            self.files = sorted(n[len(self.prefix):] for n in names if n.startswith(self.prefix))
+        else:
+            base = path
+            entries = os.listdir(base)
+            if len(entries) == 1 and (base / entries[0]).is_dir() and not (base / "train").exists():
+                base = base / entries[0]
+            self.base = base
+            self.files = sorted(
+                str(PurePosixPath(Path(dp).relative_to(base)) / f)
+                for dp, _, fs in os.walk(base)
+                for f in fs
+            )
+
+    def read(self, name: str) -> bytes:
+        if self.zip is not None:
+            return self.zip.read(self.prefix + name)
+        return (self.base / name).read_bytes()
+
+    def exists(self, name: str) -> bool:
+        return name in set(self.files) if len(self.files) < 64 else name in self._fileset
+
+    @property
+    def _fileset(self) -> set[str]:
+        if not hasattr(self, "_fs"):
+            self._fs = set(self.files)
+        return self._fs
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+
+
+def _is_image(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _read_tsv(src: _Source, name: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if name not in src._fileset:
+        return out
+    for line in src.read(name).decode("utf-8").splitlines():
+        if line.strip():
+            cid, _, names = line.partition("\t")
+            out[cid.strip()] = names.split(",")[0].strip() or cid.strip()
+    return out
+
+
+def _read_imagefolder(src: _Source) -> _Listing:
+    train: list[tuple[str, str]] = []
+    test: list[tuple[str, str]] = []
+    for f in src.files:
+        parts = f.split("/")
+        if len(parts) == 3 and parts[0] in ("train", "test") and _is_image(f):
+            (train if parts[0] == "train" else test).append((parts[1], f))
+    if not train or not test:
+        raise ConfigError(
+            f"{str(src.path)!r} holds no images under train/<class>/ and test/<class>/",
+            field="dataset",
+            expected="an image folder with train/<class>/<file> and test/<class>/<file>",
+        )
+    class_ids = sorted({c for c, _ in train})
+    unknown = sorted({c for c, _ in test} - set(class_ids))
+    if unknown:
+        raise ConfigError(
+            f"{str(src.path)!r}: test/ has classes with no training images: {unknown[:5]}",
+            field="dataset",
+        )
+    return _Listing(class_ids, _read_tsv(src, "classes.tsv"), train, test)
+
+
+def _read_tinyimagenet(src: _Source) -> _Listing:
+    train = []
+    for f in src.files:
+        parts = f.split("/")
+        if len(parts) == 4 and parts[0] == "train" and parts[2] == "images" and _is_image(f):
+            train.append((parts[1], f))
+    if "val/val_annotations.txt" not in src._fileset or not train:
+        raise ConfigError(
+            f"{str(src.path)!r} is not in the official Tiny-ImageNet layout",
+            field="dataset",
+            expected="train/<wnid>/images/*.JPEG and val/val_annotations.txt",
+        )
+    test = []
+    for line in src.read("val/val_annotations.txt").decode("utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 2:
+            test.append((fields[1], f"val/images/{fields[0]}"))
+    class_ids = sorted({c for c, _ in train})
+    names = _read_tsv(src, "words.txt")
+    return _Listing(class_ids, {c: names.get(c, c) for c in class_ids}, train, [t for t in test if t[0] in set(class_ids)])
+
+
+def _decode(src: _Source, members: list[tuple[str, str]], label_of: dict[str, int], desc: str, progress: bool):
+    from PIL import Image
+
+    from clproto.progress import progress_bar
+
+    images: list[np.ndarray] = []
+    labels = np.empty(len(members), dtype=np.int64)
+    shape = None
+    for i, (cid, name) in enumerate(progress_bar(members, desc=desc, enabled=progress, unit="img")):
+        try:
+            with Image.open(io.BytesIO(src.read(name))) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)  # greyscale -> RGB
+        except Exception as exc:
+            raise ConfigError(
+                f"cannot decode image member {name!r} of {str(src.path)!r}: {exc}", field="dataset"
+            ) from exc
+        if shape is None:
+            shape = arr.shape
+        elif arr.shape != shape:
+            raise ConfigError(
+                f"image {name!r} in {str(src.path)!r} is {arr.shape[1]}x{arr.shape[0]}, "
+                f"others are {shape[1]}x{shape[0]}",
+                field="dataset",
+                expected="all images of one size",
+            )
+        images.append(arr)
+        labels[i] = label_of[cid]
+    return np.stack(images), labels
+
+
+def _decoded_cached(
+    kind: str,
+    path: Path,
+    reader: Callable[[_Source], _Listing],
+    cache: Path,
+    *,
+    progress: bool,
+) -> Dataset:
+    identity = _hash_path(path, f"{kind}-decode-v{DECODE_VERSION}")
+    entry = cache / "decoded" / f"{path.stem}-{identity[:16]}.npz"
+    if entry.exists():
+        try:
+            with np.load(entry, allow_pickle=False) as z:
+                return Dataset(
+                    name=path.stem,
+                    train_x=z["train_x"],
+                    train_y=z["train_y"],
+                    test_x=z["test_x"],
+                    test_y=z["test_y"],
+                    class_names=tuple(str(s) for s in z["class_names"]),
+                    identity=identity,
+                )
+        except Exception:
+            entry.unlink(missing_ok=True)  # corrupt entry: decode again below
+    src = _Source(path)
+    try:
+        listing = reader(src)
+        label_of = {c: i for i, c in enumerate(listing.class_ids)}
+        train_x, train_y = _decode(src, listing.train, label_of, f"decode {path.name} train", progress)
+        test_x, test_y = _decode(src, listing.test, label_of, f"decode {path.name} test", progress)
+    finally:
+        src.close()
+    class_names = tuple(listing.class_names.get(c, c) for c in listing.class_ids)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                 class_names=np.array(class_names))
+    os.replace(tmp, entry)
+    return Dataset(path.stem, train_x, train_y, test_x, test_y, class_names, identity)
+
+
+# --------------------------------------------------------------------------- hashing
+def _hash_arrays(tag: str, *arrays: np.ndarray) -> str:
+    h = hashlib.blake2b(tag.encode(), digest_size=20)
+    for a in arrays:
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def _iter_chunks(path: Path, size: int = 1 << 22) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        while chunk := fh.read(size):
+            yield chunk
+
+
+def _hash_path(path: Path, tag: str) -> str:
+    """Content hash of a file; for a directory, of every file's relative path, size and bytes."""
+    h = hashlib.blake2b(tag.encode(), digest_size=20)
+    if path.is_file():
+        for chunk in _iter_chunks(path):
+            h.update(chunk)
+    else:
+        for dp, dns, fs in sorted(os.walk(path)):
+            dns.sort()
+            for f in sorted(fs):
+                p = Path(dp) / f
+                h.update(str(p.relative_to(path)).encode())
+                for chunk in _iter_chunks(p):
+                    h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,101 @@
+"""Fills the accuracy matrices of a run, one step at a time. Computes no metric itself.
+
+After training on experience ``t`` the evaluator scores the test samples of every seen
+experience once and derives:
+
+* ``A[t][j]`` class-incremental accuracy on experience ``j``'s test set (argmax over the
+  classes seen so far: the class-IL protocol; classes not yet seen cannot be predicted);
+* ``TA[t][j]`` task-incremental accuracy (argmax over experience ``j``'s own classes);
+* ``seen[t]`` accuracy over the union of seen test sets (session accuracy);
+* per-class accuracy, and for few-shot scenarios the base / novel split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from clproto.scenarios.scenario import Scenario
+
+ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # (B, ...) inputs -> (B, num_classes) scores
+
+
+@dataclass(frozen=True)
+class StepEvaluation:
+    """Everything measured after one training step ``t``."""
+
+    accuracy_row: list[Optional[float]]  # A[t][j] for j = 0..T-1 (None for j > t)
+    task_accuracy_row: list[Optional[float]]  # TA[t][j]
+    seen_accuracy: float  # accuracy on all seen classes' test samples
+    per_class_accuracy: list[Optional[float]]  # one entry per dataset class (None if not seen yet)
+    base_accuracy: Optional[float]  # few-shot only: test samples of base classes
+    novel_accuracy: Optional[float]  # few-shot only: test samples of classes added after the base session
+
+
+class Evaluator:
+    """Evaluate a strategy on the seen part of ``scenario`` after each step."""
+
+    def __init__(self, scenario: Scenario, *, batch_size: int = 1024) -> None:
+        self.scenario = scenario
+        self.batch_size = batch_size
+
+    def _scores(self, score_fn: ScoreFn, x: np.ndarray) -> torch.Tensor:
+        out = []
+        for start in range(0, len(x), self.batch_size):
+            batch = torch.from_numpy(x[start:start + self.batch_size])
+            with torch.inference_mode():
+                s = score_fn(batch)
+            if s.ndim != 2 or s.shape[0] != len(batch) or s.shape[1] != self.scenario.num_classes:
+                raise RuntimeError(
+                    f"strategy returned scores of shape {tuple(s.shape)}, expected "
+                    f"({len(batch)}, {self.scenario.num_classes})"
+                )
+            out.append(s.float())
+        return torch.cat(out)  # (N, C)
+
+    def evaluate(self, score_fn: ScoreFn, step: int) -> StepEvaluation:
+        sc = self.scenario
+        exps = list(sc)[: step + 1]
+        idx = np.concatenate([e.test_indices for e in exps])
+        y = torch.from_numpy(sc.dataset.test_y[idx])  # (N,)
+        scores = self._scores(score_fn, sc.dataset.test_x[idx])  # (N, C)
+
+        seen = torch.tensor(exps[-1].seen_classes)
+        pred = seen[scores[:, seen].argmax(dim=1)]  # class-IL: argmax over seen classes only
+        correct = pred == y  # (N,)
+
+        T = len(sc)
+        row: list[Optional[float]] = [None] * T
+        task_row: list[Optional[float]] = [None] * T
+        start = 0
+        for e in exps:
+            n = len(e.test_indices)
+            sl = slice(start, start + n)
+            row[e.index] = float(correct[sl].double().mean())
+            own = torch.tensor(e.classes)
+            task_pred = own[scores[sl][:, own].argmax(dim=1)]
+            task_row[e.index] = float((task_pred == y[sl]).double().mean())
+            start += n
+
+        per_class: list[Optional[float]] = [None] * sc.num_classes
+        for c in exps[-1].seen_classes:
+            m = y == c
+            per_class[c] = float(correct[m].double().mean())
+
+        base_acc = novel_acc = None
+        if sc.is_few_shot:
+            is_base = torch.isin(y, torch.tensor(exps[0].classes))
+            base_acc = float(correct[is_base].double().mean())
+            if step > 0:
+                novel_acc = float(correct[~is_base].double().mean())
+        return StepEvaluation(
+            accuracy_row=row,
+            task_accuracy_row=task_row,
+            seen_accuracy=float(correct.double().mean()),
+            per_class_accuracy=per_class,
+            base_accuracy=base_acc,
+            novel_accuracy=novel_acc,
+        )

@@ -1,0 +1,143 @@
+"""Typed results of a run, serialised to ``results.json`` (key names are a stable contract)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from clproto.evaluation import metrics as M
+from clproto.evaluation.evaluator import StepEvaluation
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Metrics:
+    """Headline metrics, each computed by a pure function of :mod:`clproto.evaluation.metrics`."""
+
+    final_accuracy: float  # seen-class accuracy after the last experience
+    average_accuracy: float  # mean over j of A[T][j] (Lopez-Paz & Ranzato ACC)
+    average_incremental_accuracy: float  # mean over t of seen-class accuracy (iCaRL)
+    forgetting: Optional[float]  # Chaudhry et al. 2018: max over earlier steps minus last
+    forgetting_from_first: Optional[float]  # A[j][j] - A[T][j], Avalanche's definition
+    bwt: Optional[float]  # Lopez-Paz & Ranzato 2017
+    task_il_final_accuracy: float  # mean over j of TA[T][j]
+    task_il_forgetting: Optional[float]  # Chaudhry forgetting on the task-IL matrix
+    # few-shot scenarios only (None otherwise): per-session lists and the drop
+    base_accuracy: Optional[list] = None
+    novel_accuracy: Optional[list] = None
+    harmonic_mean: Optional[list] = None
+    performance_drop: Optional[float] = None
+
+
+def compute_metrics(
+    accuracy_matrix: list,
+    task_accuracy_matrix: list,
+    seen_accuracy: list,
+    *,
+    few_shot: bool,
+    base_accuracy: Optional[list] = None,
+    novel_accuracy: Optional[list] = None,
+) -> Metrics:
+    out = Metrics(
+        final_accuracy=M.final_accuracy(seen_accuracy),
+        average_accuracy=M.average_accuracy(accuracy_matrix),
+        average_incremental_accuracy=M.average_incremental_accuracy(seen_accuracy),
+        forgetting=M.forgetting(accuracy_matrix),
+        forgetting_from_first=M.forgetting_from_first(accuracy_matrix),
+        bwt=M.backward_transfer(accuracy_matrix),
+        task_il_final_accuracy=M.average_accuracy(task_accuracy_matrix),
+        task_il_forgetting=M.forgetting(task_accuracy_matrix),
+    )
+    if few_shot:
+        out.base_accuracy = list(base_accuracy or [])
+        out.novel_accuracy = list(novel_accuracy or [])
+        out.harmonic_mean = [M.harmonic_mean(b, n) for b, n in zip(out.base_accuracy, out.novel_accuracy)]
+        out.performance_drop = M.performance_drop(seen_accuracy)
+    return out
+
+
+@dataclass
+class Timings:
+    total_s: float = 0.0  # wall time of the whole run
+    data_s: float = 0.0  # loading the dataset and building the scenario
+    features_s: float = 0.0  # backbone feature extraction (0 on a cache hit)
+    fit_s: list = field(default_factory=list)  # per experience
+    eval_s: list = field(default_factory=list)  # per experience
+
+
+@dataclass
+class RunResult:
+    scenario: str
+    strategy: str
+    seed: int
+    kind: str  # "class-incremental" or "few-shot"
+    config: dict  # the fully resolved configuration (scenario, strategy, run)
+    config_hash: str  # hash of `config`: identifies the run
+    versions: dict  # python, clproto, torch, numpy, ...
+    class_order: list
+    experience_classes: list  # classes introduced by each experience
+    test_sizes: list  # test samples per experience
+    accuracy_matrix: list  # A[t][j], None above the diagonal
+    task_accuracy_matrix: list  # task-IL TA[t][j]
+    seen_accuracy: list  # per step
+    per_class_accuracy: list  # per step, one entry per dataset class (None = not seen)
+    metrics: Metrics
+    timings: Timings
+    notes: list = field(default_factory=list)  # e.g. feature cache hit/miss
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_steps(cls, steps: list[StepEvaluation], *, few_shot: bool, **kw: Any) -> "RunResult":
+        A = [s.accuracy_row for s in steps]
+        TA = [s.task_accuracy_row for s in steps]
+        seen = [s.seen_accuracy for s in steps]
+        metrics = compute_metrics(
+            A, TA, seen, few_shot=few_shot,
+            base_accuracy=[s.base_accuracy for s in steps],
+            novel_accuracy=[s.novel_accuracy for s in steps],
+        )
+        return cls(
+            accuracy_matrix=A,
+            task_accuracy_matrix=TA,
+            seen_accuracy=seen,
+            per_class_accuracy=[s.per_class_accuracy for s in steps],
+            metrics=metrics,
+            **kw,
+        )
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunResult":
+        d = dict(d)
+        d["metrics"] = Metrics(**d["metrics"])
+        d["timings"] = Timings(**d["timings"])
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_json_atomic(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "RunResult":
+        with open(path) as fh:
+            return cls.from_dict(json.load(fh))
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, allow_nan=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

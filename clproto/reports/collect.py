@@ -1,0 +1,77 @@
+"""Collecting results.json files into pandas frames (one row per run, or per run and step)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from clproto.errors import ConfigError
+from clproto.evaluation.results import RunResult
+
+# metric -> (column title, higher is better)
+SUMMARY_METRICS = {
+    "final_accuracy": ("Final acc.", True),
+    "average_incremental_accuracy": ("Avg. inc. acc.", True),
+    "forgetting": ("Forgetting", False),
+    "bwt": ("BWT", True),
+    "task_il_final_accuracy": ("Task-IL acc.", True),
+}
+
+
+def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    found: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_file() and p.name == "results.json":
+            found.append(p)
+        elif p.is_dir():
+            found.extend(sorted(p.rglob("results.json")))
+        else:
+            raise ConfigError("no such results file or folder", where=str(p))
+    if not found:
+        raise ConfigError("no results.json found", where=", ".join(str(p) for p in paths))
+    return found
+
+
+def load_results(paths: Iterable[str | os.PathLike]) -> list[RunResult]:
+    out = []
+    for f in find_results(paths):
+        try:
+            out.append(RunResult.load(f))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ConfigError(f"not a clproto results file: {exc}", where=str(f)) from exc
+    return out
+
+
+def summary_frame(results: list[RunResult]) -> pd.DataFrame:
+    """One row per run: scenario, strategy, seed and the headline metrics."""
+    rows = []
+    for r in results:
+        row = {"scenario": r.scenario, "strategy": r.strategy, "seed": r.seed, "kind": r.kind,
+               "experiences": len(r.seen_accuracy), "time_s": r.timings.total_s}
+        for m in SUMMARY_METRICS:
+            row[m] = getattr(r.metrics, m)
+        if r.metrics.performance_drop is not None:
+            row["performance_drop"] = r.metrics.performance_drop
+            hm = [h for h in (r.metrics.harmonic_mean or []) if h is not None]
+            row["final_harmonic_mean"] = hm[-1] if hm else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def steps_frame(results: list[RunResult]) -> pd.DataFrame:
+    """One row per run and step: seen-class accuracy (and base/novel for few-shot)."""
+    rows = []
+    for r in results:
+        for t, acc in enumerate(r.seen_accuracy):
+            row = {"scenario": r.scenario, "strategy": r.strategy, "seed": r.seed, "step": t + 1, "seen_accuracy": acc}
+            if r.metrics.base_accuracy is not None:
+                row["base_accuracy"] = r.metrics.base_accuracy[t]
+                row["novel_accuracy"] = r.metrics.novel_accuracy[t]
+                row["harmonic_mean"] = r.metrics.harmonic_mean[t]
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,0 +1,177 @@
+"""Running strategies on scenarios: the loop every entry point (CLI, Python, sweeps) shares.
+
+    runner = Runner()
+    result = runner.run(scenario_config, resolved_strategy, seed=0, out_dir="runs")
+
+For each experience ``t`` the strategy's ``fit_experience`` is called, then the evaluator
+fills row ``t`` of the accuracy matrices. Datasets and backbone features are loaded once
+per runner and shared by every run that needs them. A run writes ``config.json`` (the fully
+resolved configuration) and ``results.json`` into ``<out>/<scenario>/<strategy>/seed<k>/``,
+both atomically; a failed run writes no ``results.json``. Strategies with
+``state_dict``/``load_state_dict`` are checkpointed after every experience, and a run
+restarted with the same configuration resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from clproto.config import ResolvedStrategy, config_hash, to_plain
+from clproto.data.dataset import Dataset
+from clproto.data.sources import load_dataset
+from clproto.errors import ConfigError
+from clproto.evaluation.evaluator import Evaluator, StepEvaluation
+from clproto.evaluation.results import RunResult, Timings, write_json_atomic
+from clproto.features.backbone import extract_dataset_features, load_backbone
+from clproto.scenarios.config import ScenarioConfig
+from clproto.scenarios.scenario import Scenario, build_scenario
+from clproto.strategies import REGISTRY, Registry
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def versions() -> dict:
+    import clproto
+
+    out = {"python": platform.python_version(), "clproto": clproto.__version__, "torch": torch.__version__,
+           "numpy": np.__version__, "platform": platform.platform()}
+    return out
+
+
+def run_dir(out: str | os.PathLike, scenario: str, strategy: str, seed: int) -> Path:
+    return Path(out) / scenario / strategy / f"seed{seed}"
+
+
+def resolved_config(scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: int) -> dict:
+    """The identity of a run: everything that can change its numbers (not paths or thread counts)."""
+    return {"scenario": to_plain(scenario), "strategy": strategy.to_dict(), "seed": seed}
+
+
+@dataclass
+class Runner:
+    """Loads data once and runs (scenario, strategy, seed) triples. Keyword-only fields."""
+
+    registry: Registry = REGISTRY  # where strategy implementations are looked up
+    data_root: Optional[str] = None  # --data-root / CLPROTO_DATA / user cache
+    models_root: Optional[str] = None  # --models-root / CLPROTO_MODELS / user cache
+    cache_dir: Optional[str] = None  # --cache-dir / CLPROTO_CACHE / user cache
+    progress: bool = True  # show progress bars
+    eval_batch_size: int = 1024  # test samples scored per call to predict_scores
+
+    def __post_init__(self) -> None:
+        self._datasets: dict[str, Dataset] = {}
+        self._features: dict[tuple[str, str], tuple[Dataset, str, float]] = {}
+
+    # ------------------------------------------------------------------ data
+    def dataset(self, spec: str, *, where: str = "scenario") -> Dataset:
+        if spec not in self._datasets:
+            self._datasets[spec] = load_dataset(spec, data_root=self.data_root, cache_dir=self.cache_dir,
+                                                where=where, progress=self.progress)
+        return self._datasets[spec]
+
+    def scenario(self, config: ScenarioConfig, *, seed: int, where: str = "scenario") -> Scenario:
+        return build_scenario(config, self.dataset(config.dataset, where=where), seed=seed, where=where)
+
+    def features(self, dataset: Dataset, backbone_spec: str, *, where: str = "strategy") -> tuple[Dataset, str, float]:
+        key = (dataset.identity, backbone_spec)
+        if key not in self._features:
+            if not dataset.is_images:
+                raise ConfigError("the dataset holds no images to extract features from", where=where, field="backbone")
+            backbone = load_backbone(backbone_spec, models_root=self.models_root, where=where)
+            t0 = time.perf_counter()
+            feats, note = extract_dataset_features(backbone, dataset, progress=self.progress, cache_dir=self.cache_dir)
+            self._features[key] = (feats, note, time.perf_counter() - t0)
+        return self._features[key]
+
+    def check(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: int, *, where: str = "scenario") -> None:
+        """Validate a run without running it (builds the scenario, resolves the backbone)."""
+        self.scenario(scenario, seed=seed, where=where)
+        entry = self.registry.get(strategy.config.implementation, where=strategy.where)
+        if entry.cls.input_kind == "features":
+            load_backbone(strategy.config.backbone, models_root=self.models_root, where=strategy.where)
+
+    # ------------------------------------------------------------------ run
+    def run(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, *, seed: int,
+            out_dir: str | os.PathLike | None = None, where: str = "scenario") -> RunResult:
+        t_start = time.perf_counter()
+        timings = Timings()
+        notes: list[str] = []
+        sc = self.scenario(scenario, seed=seed, where=where)
+        timings.data_s = time.perf_counter() - t_start
+        entry = self.registry.get(strategy.config.implementation, where=strategy.where)
+        if entry.cls.input_kind == "features":
+            feats, note, seconds = self.features(sc.dataset, strategy.config.backbone, where=strategy.where)
+            sc = sc.with_dataset(feats)
+            notes.append(f"backbone {strategy.config.backbone}: {note}")
+            timings.features_s = seconds if "hit" not in note else 0.0
+        config = resolved_config(scenario, strategy, seed)
+        chash = config_hash(config)
+        folder = run_dir(out_dir, scenario.name, strategy.name, seed) if out_dir is not None else None
+        if folder is not None:
+            write_json_atomic(folder / "config.json", {**config, "config_hash": chash})
+
+        torch.manual_seed(seed)
+        model = entry.cls(config=strategy.params, num_classes=sc.num_classes, seed=seed)
+        evaluator = Evaluator(sc, batch_size=self.eval_batch_size)
+        steps: list[StepEvaluation] = []
+        start = 0
+        ckpt = folder / CHECKPOINT if folder is not None and hasattr(model, "state_dict") else None
+        if ckpt is not None and ckpt.exists():
+            state = torch.load(ckpt, weights_only=False)
+            if state.get("config_hash") == chash:
+                model.load_state_dict(state["strategy"])
+                steps = [StepEvaluation(**s) for s in state["steps"]]
+                timings = Timings(**state["timings"])
+                torch.set_rng_state(state["torch_rng"])
+                start = len(steps)
+                notes.append(f"resumed from checkpoint after experience {start - 1}")
+        for exp in list(sc)[start:]:
+            t0 = time.perf_counter()
+            model.fit_experience(exp)
+            timings.fit_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            steps.append(evaluator.evaluate(model.predict_scores, exp.index))
+            timings.eval_s.append(time.perf_counter() - t0)
+            if ckpt is not None:
+                _save_checkpoint(ckpt, {
+                    "config_hash": chash, "strategy": model.state_dict(),
+                    "steps": [dataclasses.asdict(s) for s in steps], "timings": dataclasses.asdict(timings),
+                    "torch_rng": torch.get_rng_state(),
+                })
+        timings.total_s = time.perf_counter() - t_start
+        result = RunResult.from_steps(
+            steps,
+            few_shot=sc.is_few_shot,
+            scenario=scenario.name,
+            strategy=strategy.name,
+            seed=seed,
+            kind=sc.kind,
+            config=config,
+            config_hash=chash,
+            versions=versions(),
+            class_order=list(sc.class_order),
+            experience_classes=[list(e.classes) for e in sc],
+            test_sizes=[len(e.test_indices) for e in sc],
+            timings=timings,
+            notes=notes,
+        )
+        if folder is not None:
+            result.save(folder / "results.json")
+            if ckpt is not None:
+                ckpt.unlink(missing_ok=True)
+        return result
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

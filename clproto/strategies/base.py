@@ -1,0 +1,100 @@
+"""The strategy protocol and the registry of implementations.
+
+A strategy is any class with
+
+* ``Config`` — a dataclass of its hyperparameters (each with a default and a comment);
+* ``input_kind`` — ``"features"`` (it consumes backbone features, which the runner computes
+  once and caches) or ``"images"`` (it trains its own network on uint8 images);
+* ``__init__(*, config, num_classes, seed)`` — keyword-only;
+* ``fit_experience(experience)`` — learn from one :class:`~clproto.scenarios.Experience`;
+* ``predict_scores(x) -> (N, num_classes)`` — higher is more likely; classes the strategy has
+  not seen should score ``-inf`` (the evaluator also restricts class-IL argmax to seen classes).
+
+Implementations are registered by name in an explicit :class:`Registry`; a duplicate name is an
+error, and nothing registers itself by being imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from clproto.errors import ConfigError
+from clproto.scenarios.scenario import Experience
+
+INPUT_KINDS = ("features", "images")
+SCENARIO_KINDS = ("class-incremental", "few-shot")
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    Config: ClassVar[type]
+    input_kind: ClassVar[str]
+
+    def fit_experience(self, experience: Experience) -> None: ...
+
+    def predict_scores(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    cls: type
+    description: str
+    scenario_kinds: tuple[str, ...]  # scenario kinds the default run (`clproto run`) uses it for
+
+
+class Registry:
+    """Name -> strategy class. ``register`` refuses duplicates and malformed classes."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Registered] = {}
+
+    def register(self, name: str, cls: type, *, description: str = "", scenario_kinds: tuple[str, ...] = SCENARIO_KINDS) -> type:
+        if name in self._entries:
+            raise ValueError(f"a strategy named {name!r} is already registered ({self._entries[name].cls.__qualname__})")
+        config_cls = getattr(cls, "Config", None)
+        if config_cls is None or not dataclasses.is_dataclass(config_cls):
+            raise TypeError(f"strategy {name!r}: class {cls.__qualname__} needs a dataclass attribute `Config`")
+        if getattr(cls, "input_kind", None) not in INPUT_KINDS:
+            raise TypeError(f"strategy {name!r}: `input_kind` must be one of {INPUT_KINDS}")
+        for meth in ("fit_experience", "predict_scores"):
+            if not callable(getattr(cls, meth, None)):
+                raise TypeError(f"strategy {name!r}: class {cls.__qualname__} has no method {meth}()")
+        doc = description or ((cls.__doc__ or "").strip().splitlines() or [""])[0]
+        self._entries[name] = Registered(name, cls, doc, tuple(scenario_kinds))
+        return cls
+
+    def get(self, name: str, *, where: str | None = None) -> Registered:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ConfigError(
+                "unknown strategy implementation",
+                where=where,
+                field="implementation",
+                value=name,
+                expected="one of " + ", ".join(sorted(self._entries)),
+            ) from None
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def copy(self) -> "Registry":
+        new = Registry()
+        new._entries = dict(self._entries)
+        return new
+
+
+def build_strategy(entry: Registered, params: Any, *, num_classes: int, seed: int) -> Strategy:
+    """Instantiate ``entry.cls`` with a validated Config instance."""
+    return entry.cls(config=params, num_classes=num_classes, seed=seed)
