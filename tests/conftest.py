@@ -1,0 +1,54 @@
+"""Shared fixtures: one tiny seeded synthetic dataset for every fast test; paths to the shared real data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clproto.data.dataset import Dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CLPROTO_SHARED", ROOT.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+SHARED_MODELS = SHARED / "models"
+
+
+def make_tiny_dataset(*, num_classes: int = 6, train_per_class: int = 12, test_per_class: int = 6,
+                      size: int = 8, channels: int = 3, seed: int = 0) -> Dataset:
+    """Separable-but-noisy uint8 images: each class is a fixed random pattern plus noise."""
+    rng = np.random.default_rng(seed)
+    patterns = rng.uniform(40, 215, size=(num_classes, size, size, channels))
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.repeat(np.arange(num_classes), n)
+        x = patterns[y] + rng.normal(0, 30, size=(len(y), size, size, channels))
+        return np.clip(x, 0, 255).astype(np.uint8), y.astype(np.int64)
+
+    train_x, train_y = split(train_per_class)
+    test_x, test_y = split(test_per_class)
+    return Dataset(name="tiny", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
+                   class_names=tuple(f"c{i}" for i in range(num_classes)), identity=f"tiny-{seed}-{num_classes}")
+
+
+@pytest.fixture
+def tiny_dataset() -> Dataset:
+    return make_tiny_dataset()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep every test's caches out of the user's home; slow tests share one session cache."""
+    if "CLPROTO_CACHE" not in os.environ:
+        monkeypatch.setenv("CLPROTO_CACHE", str(tmp_path_factory.getbasetemp() / "clproto-cache"))
+    monkeypatch.setenv("CLPROTO_PROGRESS", "0")
+
+
+def require_shared(*names: str) -> Path:
+    """Skip the calling test unless every named file exists under ../shared (data/ or models/)."""
+    for name in names:
+        if not (SHARED / name).exists():
+            pytest.skip(f"shared file {name} not present under {SHARED}")
+    return SHARED
