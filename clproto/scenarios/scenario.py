@@ -175,12 +175,13 @@ def build_scenario(config: ScenarioConfig, dataset: Dataset, *, seed: int, where
                 raise ConfigError(f"class {_name(dataset, c)} has no training images", where=where, field="dataset",
                                   value=config.dataset)
             tr_parts.append(pool)
-        te = np.sort(np.concatenate([test_by_class.get(c, np.empty(0, np.int64)) for c in group]))
-        if len(te) == 0:
-            raise ConfigError(
-                f"experience {i} (classes {[_name(dataset, c) for c in group]}) has an empty test set",
-                where=where, field="dataset", value=config.dataset, expected="test images for every class",
-            )
+        for c in group:
+            if len(test_by_class.get(c, ())) == 0:
+                raise ConfigError(
+                    f"class {_name(dataset, c)} of experience {i} has an empty test set",
+                    where=where, field="dataset", value=config.dataset, expected="test images for every class",
+                )
+        te = np.sort(np.concatenate([test_by_class[c] for c in group]))
         train_indices.append(np.sort(np.concatenate(tr_parts)))
         test_indices.append(te)
     return Scenario(

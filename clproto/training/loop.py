@@ -1,0 +1,195 @@
+"""The training loop shared by strategies that train their own network on uint8 images.
+
+One call of :meth:`TrainingLoop.run` trains for ``epochs`` passes over one experience's
+training set: a seeded shuffle, mini-batches of ``batch_size``, ``views`` independently
+augmented copies of each batch (random crop with zero padding + horizontal flip, done batched
+on the uint8 tensor before a single conversion to float), the strategy's loss, one optimiser
+step. The optimiser (SGD with momentum or Adam) and its learning-rate schedule are rebuilt for
+every experience from the strategy's :class:`TrainingConfig`; the only state carried between
+experiences is the random generator, so a checkpoint after an experience resumes exactly.
+
+The loop creates no threads of its own: ``torch.set_num_threads`` (the CLI's ``--threads``)
+decides the parallelism. A non-finite loss stops training at once with :class:`DivergedError`
+naming the experience, epoch and step; the runner's checkpoint of the previous experience is
+left untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+import torch.nn as nn
+
+from clproto.errors import ConfigError
+from clproto.progress import progress_bar
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine", "step")
+PIXEL_MEAN, PIXEL_STD = 0.5, 0.25  # fixed input scaling: x/255 -> (x - 0.5) / 0.25 (no dataset statistics)
+
+LossFn = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]  # (views of (B,C,H,W), labels (B,)) -> scalar
+
+
+class DivergedError(ConfigError):
+    """The loss became NaN or infinite; usually a learning rate that is too high."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation fields every trained strategy's ``Config`` extends."""
+
+    architecture: str = "resnet18-reduced"  # network from clproto.nets: resnet20, resnet18, resnet18-reduced
+    epochs: int = 1  # passes over each experience's training set
+    batch_size: int = 64  # samples per step (before the views are made)
+    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
+    lr: float = 0.05  # initial learning rate of the network
+    momentum: float = 0.9  # SGD momentum (ignored by Adam)
+    weight_decay: float = 1e-4  # L2 penalty on the network's weights
+    schedule: str = "cosine"  # per experience: "constant", "cosine" (to 0 over the epochs) or "step"
+    milestones: list = field(default_factory=list)  # "step": epochs after which lr is multiplied by gamma
+    gamma: float = 0.1  # "step": decay factor
+    crop_padding: int = 4  # random crop after zero padding by this many pixels (0 = no crop)
+    flip: bool = True  # random horizontal flip (turn off for digits)
+
+    def __post_init__(self) -> None:
+        from clproto.nets import ARCHITECTURES
+
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError("unknown architecture", field="architecture", value=self.architecture,
+                              expected="one of " + ", ".join(ARCHITECTURES))
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError("must be at least 1", field=name, value=getattr(self, name))
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("unknown optimizer", field="optimizer", value=self.optimizer, expected=" or ".join(OPTIMIZERS))
+        if self.schedule not in SCHEDULES:
+            raise ConfigError("unknown schedule", field="schedule", value=self.schedule, expected=", ".join(SCHEDULES))
+        if not self.lr > 0:
+            raise ConfigError("must be positive", field="lr", value=self.lr)
+        for name in ("momentum", "weight_decay", "crop_padding"):
+            if getattr(self, name) < 0:
+                raise ConfigError("must not be negative", field=name, value=getattr(self, name))
+        if not 0 < self.gamma <= 1:
+            raise ConfigError("must lie in (0, 1]", field="gamma", value=self.gamma)
+        if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
+            raise ConfigError("milestones must be positive epoch numbers", field="milestones", value=self.milestones)
+
+
+# --------------------------------------------------------------------------- augmentation
+def augment(x: torch.Tensor, *, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop after zero padding, then random horizontal flip; uint8 in, uint8 out.
+
+    ``x`` is ``(B, H, W, C)`` uint8; every sample draws its own offsets and flip from ``generator``.
+    """
+    B, H, W, C = x.shape
+    if padding > 0:
+        padded = x.new_zeros(B, H + 2 * padding, W + 2 * padding, C)  # (B, H+2p, W+2p, C)
+        padded[:, padding:padding + H, padding:padding + W] = x
+        oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator)  # (B,) top offsets
+        ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator)  # (B,) left offsets
+        rows = (oy[:, None] + torch.arange(H))[:, :, None]  # (B, H, 1)
+        cols = (ox[:, None] + torch.arange(W))[:, None, :]  # (B, 1, W)
+        x = padded[torch.arange(B)[:, None, None], rows, cols]  # (B, H, W, C)
+    if flip:
+        mirror = torch.rand(B, generator=generator) < 0.5  # (B,)
+        x = torch.where(mirror[:, None, None, None], x.flip(2), x)
+    return x
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, H, W, C)`` images -> float32 ``(B, C, H, W)`` network input, fixed scaling."""
+    return x.permute(0, 3, 1, 2).float().div_(255.0).sub_(PIXEL_MEAN).div_(PIXEL_STD)
+
+
+def lr_factor(config: TrainingConfig, epoch: int) -> float:
+    """Multiplier of the initial learning rate during ``epoch`` (0-based) of an experience."""
+    if config.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
+    if config.schedule == "step":
+        return config.gamma ** sum(1 for m in config.milestones if epoch >= m)
+    return 1.0
+
+
+def build_optimizer(config: TrainingConfig, groups: Iterable[dict]) -> torch.optim.Optimizer:
+    """``groups`` are torch parameter groups; a group may override lr, momentum, weight_decay."""
+    groups = [dict(g) for g in groups]  # never mutate the caller's dicts
+    if config.optimizer == "adam":
+        for g in groups:
+            g.pop("momentum", None)
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A seeded shuffle of ``range(n)`` cut into batches; a trailing batch of one sample joins the previous one."""
+    order = torch.randperm(n, generator=generator)  # (n,)
+    parts = list(order.split(batch_size))
+    if len(parts) > 1 and len(parts[-1]) == 1:  # a one-sample batch breaks batch norm and contrastive pairs
+        parts[-2] = torch.cat(parts[-2:])
+        parts.pop()
+    return parts
+
+
+# --------------------------------------------------------------------------- the loop
+class TrainingLoop:
+    """Runs the epochs of one experience; holds the seeded generator (its only state)."""
+
+    def __init__(self, *, config: TrainingConfig, seed: int, progress: bool = True) -> None:
+        self.config = config
+        self.progress = progress
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+    def views(self, x: torch.Tensor, count: int) -> list[torch.Tensor]:
+        """``count`` augmented float views ``(B, C, H, W)`` of uint8 images ``(B, H, W, C)``."""
+        cfg = self.config
+        if cfg.crop_padding == 0 and not cfg.flip:
+            return [to_input(x)] * count
+        return [to_input(augment(x, padding=cfg.crop_padding, flip=cfg.flip, generator=self.generator))
+                for _ in range(count)]
+
+    def run(self, *, modules: list[nn.Module], groups: list[dict], x: torch.Tensor, y: torch.Tensor,
+            loss_fn: LossFn, views: int = 1, experience: int = 0, desc: str = "train") -> list[float]:
+        """Train ``modules`` (put in train mode) on uint8 images ``x`` (N, H, W, C) and labels ``y`` (N,).
+
+        ``groups`` are the optimiser's parameter groups. Returns the mean loss of every epoch.
+        """
+        cfg = self.config
+        optimizer = build_optimizer(cfg, groups)
+        base_lrs = [g["lr"] for g in optimizer.param_groups]
+        for m in modules:
+            m.train()
+        epoch_losses: list[float] = []
+        step = 0
+        for epoch in progress_bar(range(cfg.epochs), desc=f"{desc} exp {experience}", enabled=self.progress, unit="epoch"):
+            factor = lr_factor(cfg, epoch)
+            for g, lr in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = lr * factor
+            total, count = 0.0, 0
+            for idx in batches(len(y), cfg.batch_size, self.generator):
+                inputs = self.views(x[idx], views)  # views × (B, C, H, W)
+                loss = loss_fn(inputs, y[idx])
+                if not torch.isfinite(loss):
+                    raise DivergedError(
+                        f"training diverged: the loss is {loss.item()} at experience {experience}, epoch {epoch}, "
+                        f"step {step}; the run stopped and the checkpoint of the previous experience is kept",
+                        field="params.lr", value=cfg.lr, expected="a smaller learning rate (or check the inputs)",
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+                count += len(idx)
+                step += 1
+            epoch_losses.append(total / max(count, 1))
+        for m in modules:
+            m.eval()
+        return epoch_losses
