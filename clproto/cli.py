@@ -17,6 +17,7 @@ EPILOG = """examples:
   clproto run scenarios/split-cifar10.toml strategies/nmc.toml --seeds 0 1 2 --out runs/cifar
   clproto run scenarios/split-digits.toml strategies/nmc-pixels.toml --set scenario.train_per_class=50
   clproto report runs/cifar --out reports/cifar
+  clproto sweep sweeps/reference.toml --out runs/reference     grid of runs, parallel and resumable (see README)
   clproto list
 
 Data are looked up under --data-root, else $CLPROTO_DATA, else ~/.cache/clproto/data;
@@ -56,12 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<scenario>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field, e.g. scenario.train_per_class=50 or strategy.params.metric=cosine")
+    p.add_argument("--backbone", metavar="SPEC",
+                   help="feature extractor for every features-strategy, e.g. torchscript:mobilenet_v1_1.0_224_imagenet.pt "
+                        "or torchvision:resnet18 (same as --set strategy.backbone=SPEC)")
     _common(p)
 
     p = sub.add_parser("report", help="tables and figures from results folders",
                        description="Collect results.json files under RUN_DIR(s) and write summary.md, summary.csv and PNG figures.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
     p.add_argument("--out", metavar="DIR", help="report folder (default: <first RUN_DIR>/report)")
+
+    from clproto.sweep import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub, _common)
+
+    from clproto.cli_cache import add_parser as add_cache_parser
+
+    add_cache_parser(sub)
 
     p = sub.add_parser("list", help="show datasets, scenarios and strategies")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py")
@@ -108,7 +120,7 @@ def _setup(args) -> None:
 
 # --------------------------------------------------------------------------- commands
 def cmd_run(args) -> int:
-    from clproto.config import check_overrides_used, load_scenario, load_strategy, parse_override
+    from clproto.config import Override, check_overrides_used, load_scenario, load_strategy, parse_override
     from clproto.evaluation.results import RunResult
     from clproto.progress import progress_enabled
     from clproto.reports.build import markdown_table, write_report
@@ -118,6 +130,8 @@ def cmd_run(args) -> int:
     _setup(args)
     registry = load_plugins(args.plugin)
     overrides = [parse_override(o) for o in args.overrides]
+    if args.backbone:  # --backbone SPEC: every features-strategy's backbone
+        overrides.append(Override("strategy", ("backbone",), args.backbone, f"--backbone {args.backbone}"))
     scenario_path = Path(args.scenario) if args.scenario else DEFAULTS / "split-digits.toml"
     strategy_paths = [Path(s) for s in args.strategies] or sorted((DEFAULTS / "strategies").glob("*.toml"))
     scenario = load_scenario(scenario_path, overrides=overrides)
@@ -164,7 +178,7 @@ def cmd_report(args) -> int:
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
     paths = write_report(results, out)
     print(markdown_table(summary_frame(results)))
-    print(f"{len(results)} runs; wrote {len(paths)} files to {out}/")
+    print(f"{len(results)} runs; wrote {len(paths)} files to {out}/ (tables.md/.tex/.csv, figures, report.html)")
     return 0
 
 
@@ -196,7 +210,20 @@ def cmd_list(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list}
+def cmd_sweep(args) -> int:
+    from clproto.sweep import cmd_sweep as sweep
+
+    _setup(args)
+    return sweep(args, registry=load_plugins(args.plugin))
+
+
+def cmd_cache(args) -> int:
+    from clproto.cli_cache import cmd_cache as cache
+
+    return cache(args)
+
+
+COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "sweep": cmd_sweep, "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,9 @@
   (the usual adaptation to 32×32 inputs); ``width`` is the base number of filters: 64 is the
   standard network (512-d features), 20 is the *reduced* ResNet-18 of GEM (Lopez-Paz &
   Ranzato 2017) and Mammoth (160-d features).
+* ``convnet-small`` — three 3×3 conv + batch-norm + ReLU layers (32, 64, 64 filters, one 2×2
+  max-pool), 64-d features: not from a paper, a fast stand-in for the 8×8 digits of the
+  embedded default run, where a ResNet's many small layers cost more than they compute.
 
 Every network maps ``(N, 3, H, W)`` float images to ``(N, feature_dim)`` features (global
 average pooling after the last stage); heads live in the strategies.
@@ -68,14 +71,31 @@ def resnet18(*, width: int = 64, in_channels: int = 3) -> ResNet:
     return ResNet(blocks=[2, 2, 2, 2], widths=[width, 2 * width, 4 * width, 8 * width], in_channels=in_channels)
 
 
+class SmallConvNet(nn.Module):
+    """conv(32) -> conv(64) -> max-pool 2 -> conv(64) -> global average pool -> (N, 64)."""
+
+    def __init__(self, *, in_channels: int = 3) -> None:
+        super().__init__()
+
+        def layer(c_in: int, c_out: int) -> list[nn.Module]:
+            return [nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+        self.body = nn.Sequential(*layer(in_channels, 32), *layer(32, 64), nn.MaxPool2d(2), *layer(64, 64))
+        self.feature_dim = 64
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean(dim=(2, 3))  # (N, 64)
+
+
 ARCHITECTURES = {
     "resnet20": lambda in_channels=3: resnet20(in_channels=in_channels),
     "resnet18": lambda in_channels=3: resnet18(width=64, in_channels=in_channels),
     "resnet18-reduced": lambda in_channels=3: resnet18(width=20, in_channels=in_channels),
+    "convnet-small": lambda in_channels=3: SmallConvNet(in_channels=in_channels),
 }
 
 
-def build_network(name: str, *, in_channels: int = 3, where: str | None = None) -> ResNet:
+def build_network(name: str, *, in_channels: int = 3, where: str | None = None) -> nn.Module:
     if name not in ARCHITECTURES:
         raise ConfigError("unknown architecture", where=where, field="architecture", value=name,
                           expected="one of " + ", ".join(ARCHITECTURES))

@@ -32,6 +32,7 @@ from clproto.errors import ConfigError
 from clproto.evaluation.evaluator import Evaluator, StepEvaluation
 from clproto.evaluation.results import RunResult, Timings, write_json_atomic
 from clproto.features.backbone import extract_dataset_features, load_backbone
+from clproto.features.base_trained import base_trained_features, is_base_trained, parse_spec
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario, build_scenario
 from clproto.strategies import REGISTRY, Registry
@@ -81,7 +82,13 @@ class Runner:
     def scenario(self, config: ScenarioConfig, *, seed: int, where: str = "scenario") -> Scenario:
         return build_scenario(config, self.dataset(config.dataset, where=where), seed=seed, where=where)
 
-    def features(self, dataset: Dataset, backbone_spec: str, *, where: str = "strategy") -> tuple[Dataset, str, float]:
+    def features(self, dataset: Dataset, backbone_spec: str, *, where: str = "strategy",
+                 scenario: Optional[Scenario] = None) -> tuple[Dataset, str, float]:
+        if is_base_trained(backbone_spec):  # trained on `scenario`'s base session, see clproto.features.base_trained
+            if scenario is None:
+                raise ConfigError("a base-trained backbone needs a scenario", where=where, field="backbone", value=backbone_spec)
+            return base_trained_features(scenario, backbone_spec, cache_dir=self.cache_dir, progress=self.progress,
+                                         where=where, memo=self._features)
         key = (dataset.identity, backbone_spec)
         if key not in self._features:
             if not dataset.is_images:
@@ -93,10 +100,18 @@ class Runner:
         return self._features[key]
 
     def check(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: int, *, where: str = "scenario") -> None:
-        """Validate a run without running it (builds the scenario, resolves the backbone)."""
-        self.scenario(scenario, seed=seed, where=where)
+        """Validate a run without running it (builds the scenario, resolves the backbone).
+
+        A strategy class may define ``check_scenario(scenario, params, where=...)`` to reject a
+        scenario it cannot learn from (e.g. PRD on single-sample experiences) before any training.
+        """
+        sc = self.scenario(scenario, seed=seed, where=where)
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
-        if entry.cls.input_kind == "features":
+        if hasattr(entry.cls, "check_scenario"):
+            entry.cls.check_scenario(sc, strategy.params, where=where)
+        if entry.cls.input_kind == "features" and is_base_trained(strategy.config.backbone):
+            parse_spec(strategy.config.backbone, where=strategy.where)
+        elif entry.cls.input_kind == "features":
             load_backbone(strategy.config.backbone, models_root=self.models_root, where=strategy.where)
 
     # ------------------------------------------------------------------ run
@@ -109,7 +124,7 @@ class Runner:
         timings.data_s = time.perf_counter() - t_start
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
         if entry.cls.input_kind == "features":
-            feats, note, seconds = self.features(sc.dataset, strategy.config.backbone, where=strategy.where)
+            feats, note, seconds = self.features(sc.dataset, strategy.config.backbone, where=strategy.where, scenario=sc)
             sc = sc.with_dataset(feats)
             notes.append(f"backbone {strategy.config.backbone}: {note}")
             timings.features_s = seconds if "hit" not in note else 0.0

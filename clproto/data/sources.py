@@ -12,15 +12,19 @@
                                ``val/val_annotations.txt``, ``words.txt``), directory or zip.
 =============================  =================================================================
 
-Relative paths are resolved against the data root. Decoded image folders are kept as a
-uint8 array in ``<cache root>/decoded`` keyed by the file's content hash, so the JPEGs are
-decoded once.
+Relative paths are resolved against the data root. Image folders are decoded once, straight
+into ``.npy`` files under ``<cache root>/decoded/<name>-<key>/`` (key: the zip's or folder's
+content hash and :data:`DECODE_VERSION`; see :mod:`clproto.features.cache`), and memory-mapped
+on every later load, so neither decoding nor loading holds a second copy of the images in RAM.
+A member that is not a decodable image, a corrupt zip and images of mixed sizes are
+:class:`ConfigError` naming the file and member; nothing is left in the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import zipfile
 from dataclasses import dataclass
@@ -42,7 +46,7 @@ DATASET_KINDS = {
     "imagefolder:PATH": "train/<class>/*, test/<class>/* (+ classes.tsv), directory or .zip",
     "tinyimagenet:PATH": "official Tiny-ImageNet layout (train/<wnid>/images, val/val_annotations.txt)",
 }
-DECODE_VERSION = "1"  # bump when the decoding below changes, to invalidate decoded caches
+DECODE_VERSION = "2"  # bump when the decoding below changes, to invalidate decoded caches
 
 
 def load_dataset(
@@ -161,6 +165,7 @@ class _Source:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.zip: zipfile.ZipFile | None = None
+        self.prefix = ""
         if path.is_file():
             try:
                 self.zip = zipfile.ZipFile(path)
@@ -169,16 +174,13 @@ class _Source:
             names = [n for n in self.zip.namelist() if not n.endswith("/")]
             # tolerate one top-level folder wrapping everything (e.g. tiny-imagenet-200/...)
             tops = {n.split("/", 1)[0] for n in names}
-            self.prefix = ""
-            if len(tops) == 1 and not any(n.count("/") == 0 for n in names):
-                top = next(iter(tops))
-                if not any(n.startswith(p) for n in names for p in ("train/", "test/", "val/")):
-                    self.prefix = top + "/"
-            self.files = sorted(n[len(self.prefix):] for n in names if n.startswith(self.prefix))
+            if len(tops) == 1 and all("/" in n for n in names) and next(iter(tops)) not in ("train", "test", "val"):
+                self.prefix = next(iter(tops)) + "/"
+            self.files = sorted(n[len(self.prefix):] for n in names)
         else:
             base = path
             entries = os.listdir(base)
-            if len(entries) == 1 and (base / entries[0]).is_dir() and not (base / "train").exists():
+            if len(entries) == 1 and (base / entries[0]).is_dir() and entries[0] not in ("train", "test", "val"):
                 base = base / entries[0]
             self.base = base
             self.files = sorted(
@@ -186,20 +188,12 @@ class _Source:
                 for dp, _, fs in os.walk(base)
                 for f in fs
             )
+        self.fileset = set(self.files)
 
     def read(self, name: str) -> bytes:
         if self.zip is not None:
             return self.zip.read(self.prefix + name)
         return (self.base / name).read_bytes()
-
-    def exists(self, name: str) -> bool:
-        return name in set(self.files) if len(self.files) < 64 else name in self._fileset
-
-    @property
-    def _fileset(self) -> set[str]:
-        if not hasattr(self, "_fs"):
-            self._fs = set(self.files)
-        return self._fs
 
     def close(self) -> None:
         if self.zip is not None:
@@ -211,8 +205,9 @@ def _is_image(name: str) -> bool:
 
 
 def _read_tsv(src: _Source, name: str) -> dict[str, str]:
+    """``<id>\\t<names, comma separated>`` lines -> id: first name."""
     out: dict[str, str] = {}
-    if name not in src._fileset:
+    if name not in src.fileset:
         return out
     for line in src.read(name).decode("utf-8").splitlines():
         if line.strip():
@@ -245,55 +240,66 @@ def _read_imagefolder(src: _Source) -> _Listing:
 
 
 def _read_tinyimagenet(src: _Source) -> _Listing:
+    """train/<wnid>/images/*.JPEG for training; the labelled val/ split (val_annotations.txt) as test."""
     train = []
     for f in src.files:
         parts = f.split("/")
         if len(parts) == 4 and parts[0] == "train" and parts[2] == "images" and _is_image(f):
             train.append((parts[1], f))
-    if "val/val_annotations.txt" not in src._fileset or not train:
+    if "val/val_annotations.txt" not in src.fileset or not train:
         raise ConfigError(
             f"{str(src.path)!r} is not in the official Tiny-ImageNet layout",
             field="dataset",
             expected="train/<wnid>/images/*.JPEG and val/val_annotations.txt",
         )
-    test = []
-    for line in src.read("val/val_annotations.txt").decode("utf-8").splitlines():
-        fields = line.split("\t")
-        if len(fields) >= 2:
-            test.append((fields[1], f"val/images/{fields[0]}"))
     class_ids = sorted({c for c, _ in train})
+    known = set(class_ids)
+    test = []
+    for n, line in enumerate(src.read("val/val_annotations.txt").decode("utf-8").splitlines(), 1):
+        fields = line.split("\t")
+        if not line.strip():
+            continue
+        if len(fields) < 2 or f"val/images/{fields[0]}" not in src.fileset:
+            raise ConfigError(f"{str(src.path)!r}: val/val_annotations.txt line {n} names no image in val/images/",
+                              field="dataset", value=line[:80], expected="<file>\\t<wnid>\\t... per line")
+        if fields[1] in known:
+            test.append((fields[1], f"val/images/{fields[0]}"))
     names = _read_tsv(src, "words.txt")
-    return _Listing(class_ids, {c: names.get(c, c) for c in class_ids}, train, [t for t in test if t[0] in set(class_ids)])
+    return _Listing(class_ids, {c: names.get(c, c) for c in class_ids}, train, sorted(test))
 
 
-def _decode(src: _Source, members: list[tuple[str, str]], label_of: dict[str, int], desc: str, progress: bool):
+def _decode_image(src: _Source, name: str) -> np.ndarray:
     from PIL import Image
 
+    try:
+        with Image.open(io.BytesIO(src.read(name))) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3); greyscale -> RGB
+    except Exception as exc:
+        raise ConfigError(f"cannot decode image member {name!r} of {str(src.path)!r}: {exc}", field="dataset") from exc
+
+
+def _decode_into(folder: Path, split: str, src: _Source, members: list[tuple[str, str]], label_of: dict[str, int],
+                 progress: bool) -> dict[str, np.ndarray]:
+    """Decode ``members`` straight into ``<folder>/<split>_x.npy`` (a memory map: no second copy in RAM)."""
     from clproto.progress import progress_bar
 
-    images: list[np.ndarray] = []
-    labels = np.empty(len(members), dtype=np.int64)
-    shape = None
-    for i, (cid, name) in enumerate(progress_bar(members, desc=desc, enabled=progress, unit="img")):
-        try:
-            with Image.open(io.BytesIO(src.read(name))) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)  # greyscale -> RGB
-        except Exception as exc:
+    first = _decode_image(src, members[0][1])
+    x = np.lib.format.open_memmap(folder / f"{split}_x.npy", mode="w+", dtype=np.uint8,
+                                  shape=(len(members), *first.shape))  # (N, H, W, 3)
+    y = np.array([label_of[cid] for cid, _ in members], dtype=np.int64)  # (N,)
+    bar = progress_bar(range(len(members)), desc=f"decode {src.path.name} {split}", enabled=progress, unit="img")
+    for i in bar:
+        arr = first if i == 0 else _decode_image(src, members[i][1])
+        if arr.shape != first.shape:
             raise ConfigError(
-                f"cannot decode image member {name!r} of {str(src.path)!r}: {exc}", field="dataset"
-            ) from exc
-        if shape is None:
-            shape = arr.shape
-        elif arr.shape != shape:
-            raise ConfigError(
-                f"image {name!r} in {str(src.path)!r} is {arr.shape[1]}x{arr.shape[0]}, "
-                f"others are {shape[1]}x{shape[0]}",
+                f"image {members[i][1]!r} in {str(src.path)!r} is {arr.shape[1]}x{arr.shape[0]}, "
+                f"others are {first.shape[1]}x{first.shape[0]}",
                 field="dataset",
                 expected="all images of one size",
             )
-        images.append(arr)
-        labels[i] = label_of[cid]
-    return np.stack(images), labels
+        x[i] = arr
+    np.save(folder / f"{split}_y.npy", y, allow_pickle=False)
+    return {f"{split}_x": x, f"{split}_y": np.load(folder / f"{split}_y.npy", mmap_mode="r")}
 
 
 def _decoded_cached(
@@ -304,38 +310,38 @@ def _decoded_cached(
     *,
     progress: bool,
 ) -> Dataset:
+    """Decode an image folder once into ``<cache>/decoded/<name>-<key>/`` and memory-map it after."""
+    from clproto.features.cache import CorruptEntry, discard_entry, read_entry, write_entry
+
     identity = _hash_path(path, f"{kind}-decode-v{DECODE_VERSION}")
-    entry = cache / "decoded" / f"{path.stem}-{identity[:16]}.npz"
-    if entry.exists():
+    entry = cache / "decoded" / f"{path.stem}-{identity[:24]}"
+    for attempt in range(2):
         try:
-            with np.load(entry, allow_pickle=False) as z:
-                return Dataset(
-                    name=path.stem,
-                    train_x=z["train_x"],
-                    train_y=z["train_y"],
-                    test_x=z["test_x"],
-                    test_y=z["test_y"],
-                    class_names=tuple(str(s) for s in z["class_names"]),
-                    identity=identity,
-                )
-        except Exception:
-            entry.unlink(missing_ok=True)  # corrupt entry: decode again below
-    src = _Source(path)
-    try:
-        listing = reader(src)
-        label_of = {c: i for i, c in enumerate(listing.class_ids)}
-        train_x, train_y = _decode(src, listing.train, label_of, f"decode {path.name} train", progress)
-        test_x, test_y = _decode(src, listing.test, label_of, f"decode {path.name} test", progress)
-    finally:
-        src.close()
-    class_names = tuple(listing.class_names.get(c, c) for c in listing.class_ids)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
-                 class_names=np.array(class_names))
-    os.replace(tmp, entry)
-    return Dataset(path.stem, train_x, train_y, test_x, test_y, class_names, identity)
+            arrays = read_entry(entry, verify=attempt == 0)  # (verified when it was written just now)
+            names = json.loads((entry / "meta.json").read_text())["class_names"]
+            return Dataset(path.stem, arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"],
+                           tuple(names), identity)
+        except FileNotFoundError:
+            pass
+        except CorruptEntry:
+            discard_entry(entry)  # decode again below
+        listing: dict = {}
+
+        def fill(tmp: Path) -> dict[str, np.ndarray]:
+            src = _Source(path)
+            try:
+                found = reader(src)
+                label_of = {c: i for i, c in enumerate(found.class_ids)}
+                listing["class_names"] = [found.class_names.get(c, c) for c in found.class_ids]
+                return {**_decode_into(tmp, "train", src, found.train, label_of, progress),
+                        **_decode_into(tmp, "test", src, found.test, label_of, progress)}
+            finally:
+                src.close()
+
+        meta = {"kind": "decoded", "dataset": path.stem, "source": str(path), "dataset_identity": identity,
+                "decode_version": DECODE_VERSION}
+        write_entry(entry, fill=fill, meta=meta, late_meta=listing)
+    raise RuntimeError(f"decoded cache entry {entry} could not be read back after writing it")
 
 
 # --------------------------------------------------------------------------- hashing

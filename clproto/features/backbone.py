@@ -100,7 +100,7 @@ class Preprocess:
     def __call__(self, images: np.ndarray) -> torch.Tensor:
         if images.ndim != 4 or images.shape[-1] not in (1, 3):
             raise ConfigError("images must be (N, H, W, 1 or 3) uint8", field="backbone", value=images.shape)
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W)
+        x = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # greyscale -> (B, 3, H, W)
         if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
@@ -316,11 +316,11 @@ def _torchvision(arch: str, checkpoint: str | None, stamp, opts: dict, root: Pat
         weights_hash = _file_hash(checkpoint, stamp)
     else:
         try:
-            state = weights.get_state_dict(progress=False, model_dir=str(root / "torchvision"))
+            state = weights.get_state_dict(progress=False, model_dir=str(root / "torchvision"), check_hash=True)
         except Exception as exc:
             raise ConfigError(f"cannot download {weights} into {str(root / 'torchvision')!r}: {exc}", where=where,
                               field="backbone", value=spec) from exc
-        weights_hash = _hash("torchvision-url", weights.url)  # torchvision checks the file's hash against the url
+        weights_hash = _hash("torchvision-url", weights.url)  # the url names the file's hash, checked above
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

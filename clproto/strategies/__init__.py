@@ -5,15 +5,27 @@ with ``clproto.REGISTRY.register(name, cls)`` (or a copy of it), see the README.
 """
 
 from clproto.strategies.base import Registered, Registry, Strategy, build_strategy
+from clproto.strategies.finetune import FineTune, FineTuneConfig
+from clproto.strategies.joint import Joint, JointConfig
 from clproto.strategies.nmc import NMC, NMCConfig
+from clproto.strategies.prd import PRD, PRDConfig
+from clproto.strategies.teen import TEEN, TEENConfig
 
 
 def default_registry() -> Registry:
     reg = Registry()
     reg.register("nmc", NMC, description="nearest-mean classifier on frozen features (Janson et al. 2022; SimpleCIL)")
+    reg.register("prd", PRD, description="prototype-sample relation distillation, replay-free (Asadi et al. 2023)",
+                 scenario_kinds=("class-incremental",))
+    reg.register("finetune", FineTune, description="fine-tuning with cross-entropy, no protection (lower bound)",
+                 scenario_kinds=("class-incremental",))
+    reg.register("joint", Joint, description="joint training on all data seen so far (upper bound)",
+                 scenario_kinds=("class-incremental",))
+    reg.register("teen", TEEN, description="prototypes with training-free calibration toward base classes (Wang et al. 2023)",
+                 scenario_kinds=("few-shot",))
     return reg
 
 
 REGISTRY = default_registry()
 
-__all__ = ["NMC", "NMCConfig", "REGISTRY", "Registered", "Registry", "Strategy", "build_strategy", "default_registry"]
+__all__ = ["FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "Registered", "Registry", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]

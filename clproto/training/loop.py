@@ -16,6 +16,7 @@ left untouched.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -177,19 +178,29 @@ class TrainingLoop:
             for idx in batches(len(y), cfg.batch_size, self.generator):
                 inputs = self.views(x[idx], views)  # views × (B, C, H, W)
                 loss = loss_fn(inputs, y[idx])
-                if not torch.isfinite(loss):
+                value = loss.item()
+                if not math.isfinite(value):
                     raise DivergedError(
-                        f"training diverged: the loss is {loss.item()} at experience {experience}, epoch {epoch}, "
+                        f"training diverged: the loss is {value} at experience {experience}, epoch {epoch}, "
                         f"step {step}; the run stopped and the checkpoint of the previous experience is kept",
                         field="params.lr", value=cfg.lr, expected="a smaller learning rate (or check the inputs)",
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * len(idx)
+                total += value * len(idx)
                 count += len(idx)
                 step += 1
             epoch_losses.append(total / max(count, 1))
+        optimizer.zero_grad(set_to_none=True)  # leave no stale gradients on the strategy's parameters
         for m in modules:
             m.eval()
         return epoch_losses
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Draw parameter initialisations from ``seed`` alone, leaving the global torch RNG untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

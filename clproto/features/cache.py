@@ -1,0 +1,257 @@
+"""The on-disk cache: decoded image arrays and backbone features, memory-mapped.
+
+Layout under the cache root (``--cache-dir``, ``$CLPROTO_CACHE`` or ``~/.cache/clproto/cache``)::
+
+    decoded/<dataset>-<key>/      meta.json + train_x.npy, train_y.npy, test_x.npy, test_y.npy
+    features/<dataset>.<split>-<key>/   meta.json + features.npy    (N, D) float32
+
+An entry is a folder of ``.npy`` arrays plus ``meta.json`` holding what the key was made of
+(human-readable), each array's shape, dtype and blake2b checksum. Keys are content hashes:
+
+* feature key = hash(backbone identity [weights file content + preprocessing], dataset identity
+  [content hash of the zip/folder + decoder version], split, :data:`CACHE_FORMAT`);
+* decoded key = the dataset identity.
+
+Writes go to a private temporary folder that is renamed into place in one ``os.rename``, so a
+reader sees a whole entry or none, and two runs filling the same entry at once both succeed (the
+second finds the first's entry and drops its own). A reader verifies the checksums; a corrupt or
+truncated entry is moved aside and recomputed.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from clproto.data.dataset import Dataset
+from clproto.data.paths import cache_root as default_cache_root
+from clproto.errors import ConfigError
+
+CACHE_FORMAT = "1"  # bump when the entry layout changes
+KINDS = ("decoded", "features")
+META = "meta.json"
+
+
+class CorruptEntry(Exception):
+    """An entry whose files disagree with its meta.json (checksum, shape or missing file)."""
+
+
+# --------------------------------------------------------------------------- entries
+def checksum(array: np.ndarray, *, chunk: int = 1 << 24) -> str:
+    """blake2b of an array's bytes, read in chunks (works on memory maps without copying them)."""
+    h = hashlib.blake2b(digest_size=20)
+    flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+    for s in range(0, len(flat), chunk):
+        h.update(flat[s:s + chunk].data)
+    return h.hexdigest()
+
+
+def read_entry(path: Path, *, verify: bool = True) -> dict[str, np.ndarray]:
+    """The arrays of an entry, memory-mapped read-only. Raises CorruptEntry, FileNotFoundError."""
+    try:
+        meta = json.loads((path / META).read_text())
+        specs = meta["arrays"]
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise CorruptEntry(f"{path}: unreadable {META}: {exc}") from exc
+    out = {}
+    for name, spec in specs.items():
+        try:
+            arr = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CorruptEntry(f"{path}: cannot read {name}.npy: {exc}") from exc
+        if list(arr.shape) != spec["shape"] or arr.dtype.str != spec["dtype"]:
+            raise CorruptEntry(f"{path}: {name}.npy is {arr.shape} {arr.dtype.str}, meta says {spec}")
+        if verify and checksum(arr) != spec["blake2b"]:
+            raise CorruptEntry(f"{path}: {name}.npy fails its checksum")
+        out[name] = arr
+    return out
+
+
+def read_meta(path: Path) -> dict:
+    return json.loads((path / META).read_text())
+
+
+def write_entry(path: Path, *, fill: Callable[[Path], dict[str, np.ndarray]], meta: dict,
+                late_meta: dict | None = None) -> bool:
+    """Create entry ``path`` atomically. ``fill(tmp)`` writes ``<name>.npy`` files into the private
+    folder ``tmp`` (e.g. with :func:`numpy.lib.format.open_memmap`) and returns them by name.
+
+    ``late_meta`` is merged into meta.json after ``fill`` ran (for facts ``fill`` discovers).
+    Returns False when another process created the entry first (ours is discarded).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        arrays = fill(tmp)
+        specs = {}
+        for name, arr in arrays.items():
+            if isinstance(arr, np.memmap):
+                arr.flush()
+            specs[name] = {"shape": list(arr.shape), "dtype": arr.dtype.str, "blake2b": checksum(arr)}
+        del arrays
+        full = {"format": CACHE_FORMAT, "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                **meta, **(late_meta or {}), "arrays": specs}
+        (tmp / META).write_text(json.dumps(full, indent=1, sort_keys=True))
+        try:
+            os.rename(tmp, path)  # atomic; fails if another process's entry is already there
+        except OSError:
+            if not (path / META).exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        return True
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def discard_entry(path: Path) -> None:
+    """Remove an entry: renamed aside first, so no reader ever sees half of it."""
+    aside = path.parent / f".trash-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Helper for ``fill``: write in-memory arrays as ``<name>.npy``."""
+    for name, arr in arrays.items():
+        np.save(folder / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
+    return {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in arrays}
+
+
+# --------------------------------------------------------------------------- features
+def feature_key(backbone_identity: str, dataset_identity: str, split: str) -> str:
+    text = f"features|{backbone_identity}|{dataset_identity}|{split}|v{CACHE_FORMAT}"
+    return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
+
+
+def feature_entry(cache: Path, backbone, dataset: Dataset, split: str) -> Path:
+    key = feature_key(backbone.identity, dataset.identity, split)
+    return cache / "features" / f"{_safe(dataset.name)}.{split}-{key[:24]}"
+
+
+def _split_features(backbone, dataset: Dataset, split: str, cache: Path, *, progress: bool) -> tuple[np.ndarray, str]:
+    """(features, "cached" | "computed" | "computed (corrupt entry recomputed)") for one split."""
+    images = dataset.train_x if split == "train" else dataset.test_x
+    entry = feature_entry(cache, backbone, dataset, split)
+    status = "computed"
+    try:
+        feats = read_entry(entry)["features"]
+        dim = getattr(backbone, "dim", None)
+        if feats.shape[0] != len(images):
+            raise CorruptEntry(f"{entry}: {feats.shape[0]} rows for {len(images)} images")
+        if dim is not None and feats.shape[1] != dim:
+            raise ConfigError(
+                f"feature cache entry {str(entry)!r} holds {feats.shape[1]}-dimensional features but backbone "
+                f"{backbone.spec!r} produces {dim}; the entry is left as it is",
+                field="backbone", value=backbone.spec,
+                expected=f"remove it with `clproto cache clear --match {entry.name}`")
+        return feats, "cached"
+    except FileNotFoundError:
+        pass
+    except CorruptEntry:
+        discard_entry(entry)
+        status = "computed (corrupt entry recomputed)"
+
+    def fill(tmp: Path) -> dict[str, np.ndarray]:
+        dim = getattr(backbone, "dim", None)
+        if dim is None:  # e.g. pixels: the dimension follows from the images
+            dim = int(np.prod(images.shape[1:]))
+        out = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np.float32,
+                                        shape=(len(images), dim))  # (N, D), written batch by batch
+        backbone.extract(images, progress=progress, desc=f"features {dataset.name} {split}", out=out)
+        return {"features": out}
+
+    meta = {"kind": "features", "dataset": dataset.name, "dataset_identity": dataset.identity, "split": split,
+            "backbone": backbone.spec, "backbone_identity": backbone.identity}
+    write_entry(entry, fill=fill, meta=meta)
+    return read_entry(entry, verify=False)["features"], status
+
+
+def cached_features(backbone, dataset: Dataset, *, progress: bool = True,
+                    cache_dir: str | os.PathLike | None = None) -> tuple[Dataset, str]:
+    """Features of both splits from the cache, computing (and storing) whatever is missing."""
+    cache = default_cache_root(cache_dir)
+    t0 = time.perf_counter()
+    train, s_train = _split_features(backbone, dataset, "train", cache, progress=progress)
+    test, s_test = _split_features(backbone, dataset, "test", cache, progress=progress)
+    seconds = time.perf_counter() - t0
+    if s_train == s_test == "cached":
+        note = f"feature cache hit ({cache / 'features'})"
+    else:
+        note = f"feature cache miss: train {s_train}, test {s_test}; {seconds:.1f}s"  # never says "hit"
+    return dataset.with_inputs(train, test, suffix=f"[{backbone.spec}]"), note
+
+
+# --------------------------------------------------------------------------- listing / clearing
+@dataclass(frozen=True)
+class EntryInfo:
+    kind: str  # "decoded" or "features"
+    path: Path
+    nbytes: int  # bytes on disk
+    meta: dict  # meta.json (empty if unreadable)
+
+    @property
+    def description(self) -> str:
+        m = self.meta
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v['shape']))}" for k, v in m.get("arrays", {}).items()
+                           if k in ("features", "train_x", "test_x"))
+        if self.kind == "features":
+            return f"{m.get('dataset', '?')} {m.get('split', '?')} [{m.get('backbone', '?')}] {shapes}"
+        return f"{m.get('dataset', '?')} {shapes}"
+
+
+def list_entries(cache_dir: str | os.PathLike | None = None) -> list[EntryInfo]:
+    cache = default_cache_root(cache_dir)
+    out = []
+    for kind in KINDS:
+        folder = cache / kind
+        if not folder.is_dir():
+            continue
+        for p in sorted(folder.iterdir()):
+            if p.name.startswith(".") or not p.is_dir():
+                continue
+            try:
+                meta = read_meta(p)
+            except (OSError, ValueError):
+                meta = {}
+            size = sum(f.stat().st_size for f in p.iterdir() if f.is_file())
+            out.append(EntryInfo(kind, p, size, meta))
+    return out
+
+
+def clear_entries(cache_dir: str | os.PathLike | None = None, *, kind: str | None = None,
+                  match: str | None = None) -> list[EntryInfo]:
+    """Remove entries (of ``kind``, whose folder name contains ``match``); also stale temp folders."""
+    removed = [e for e in list_entries(cache_dir)
+               if (kind is None or e.kind == kind) and (match is None or match in e.path.name)]
+    for e in removed:
+        discard_entry(e.path)
+    if match is None:
+        cache = default_cache_root(cache_dir)
+        for k in KINDS if kind is None else (kind,):
+            folder = cache / k
+            for p in folder.glob(".t*-*") if folder.is_dir() else ():
+                if time.time() - p.stat().st_mtime > 3600:  # an abandoned write (crashed run), not a live one
+                    shutil.rmtree(p, ignore_errors=True)
+    return removed

@@ -1,0 +1,84 @@
+"""Base-session training (cosine classifier, SGD Nesterov, cosine LR, crop + flip, validation-selected checkpoint)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from clproto.errors import ConfigError
+from clproto.training.base_session import (BaseTrainingConfig, augment, encode, resize_images, train_base_session,
+                                           validation_split)
+from conftest import make_tiny_dataset
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """Small convnets train several times faster on one thread when the machine's 2 cores are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    ds = make_tiny_dataset(num_classes=4, train_per_class=40, test_per_class=10, size=8)
+    cfg = BaseTrainingConfig(epochs=5, batch_size=32, lr=0.05, image_size=0, val_fraction=0.25, seed=3)
+    rng_before = torch.get_rng_state()
+    tb = train_base_session(ds.train_x, ds.train_y, config=cfg, progress=False)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's global RNG is left alone
+    return ds, cfg, tb
+
+
+def test_training_lowers_loss_and_beats_chance(trained):
+    ds, cfg, tb = trained
+    losses = [h["loss"] for h in tb.history]
+    assert len(losses) == cfg.epochs and losses[-1] < losses[0]
+    assert tb.best_val_accuracy == max(h["val_acc"] for h in tb.history)
+    assert tb.history[tb.best_epoch]["val_acc"] == tb.best_val_accuracy
+    # the frozen network's test features, classified by nearest class mean (cosine), beat chance (1/4) clearly
+    train_f = torch.from_numpy(encode(tb, ds.train_x, progress=False))  # (160, 64)
+    test_f = torch.from_numpy(encode(tb, ds.test_x, progress=False))  # (40, 64)
+    assert train_f.shape == (160, 64)
+    means = torch.stack([train_f[torch.from_numpy(ds.train_y == c)].mean(0) for c in range(4)])  # (4, 64)
+    pred = (torch.nn.functional.normalize(test_f, dim=1) @ torch.nn.functional.normalize(means, dim=1).T).argmax(1)
+    assert (pred.numpy() == ds.test_y).mean() > 0.5
+
+
+def test_training_is_deterministic(trained):
+    ds, cfg, tb = trained
+    again = train_base_session(ds.train_x, ds.train_y, config=cfg, progress=False)
+    assert again.history == [{**h, "seconds": a["seconds"]} for h, a in zip(tb.history, again.history)]
+    for k, v in tb.state_dict.items():
+        assert torch.equal(v, again.state_dict[k]), k
+
+
+def test_validation_split_is_stratified_and_disjoint():
+    labels = np.repeat(np.arange(3), [10, 20, 1])
+    tr, va = validation_split(labels, 0.1, np.random.default_rng(0))
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(labels)
+    assert np.bincount(labels[va], minlength=3).tolist() == [1, 2, 0]  # a single-sample class stays in training
+
+
+def test_augment_and_resize_shapes():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 255, (5, 8, 8, 3), dtype=torch.uint8)
+    y = augment(x, padding=2, flip=True, generator=g)
+    assert y.shape == x.shape and y.dtype == torch.uint8
+    same = augment(x, padding=0, flip=False, generator=g)
+    assert torch.equal(same, x)
+    big = resize_images(np.zeros((3, 64, 64, 3), np.uint8) + 7, 32)
+    assert big.shape == (3, 32, 32, 3) and int(big.max()) == 7
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("lr", -0.1), ("val_fraction", 1.0), ("architecture", "vgg"),
+                                         ("image_size", -1)])
+def test_bad_config_is_config_error(field, value):
+    with pytest.raises(ConfigError, match=field):
+        BaseTrainingConfig(**{field: value})
+
+
+def test_empty_base_session_is_config_error():
+    with pytest.raises(ConfigError, match="no classes"):
+        train_base_session(np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0, np.int64), progress=False)

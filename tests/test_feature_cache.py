@@ -1,0 +1,177 @@
+"""The feature cache: hit / miss, invalidation, corruption, concurrent fills, dimension mismatch, CLI."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from imagezips import image_folder_members, write_zip
+
+from clproto.cli import main
+from clproto.errors import ConfigError
+from clproto.features.backbone import PixelBackbone, extract_dataset_features, load_backbone
+from clproto.features.cache import checksum, feature_entry, list_entries, write_entry
+
+
+class Counting(PixelBackbone):
+    """Pixels, counting how many images it was asked to extract."""
+
+    def __init__(self, identity: str = PixelBackbone.identity) -> None:
+        self.identity = identity
+        self.calls = 0
+
+    def extract(self, images, **kw):
+        self.calls += len(images)
+        return super().extract(images, **kw)
+
+
+def _features(backbone, dataset, cache):
+    return extract_dataset_features(backbone, dataset, progress=False, cache_dir=cache)
+
+
+def test_miss_then_hit_returns_the_same_memory_mapped_features(tiny_dataset, tmp_path):
+    bb = Counting()
+    first, note = _features(bb, tiny_dataset, tmp_path)
+    assert "miss" in note and "hit" not in note
+    assert bb.calls == len(tiny_dataset.train_x) + len(tiny_dataset.test_x)
+    second, note = _features(bb, tiny_dataset, tmp_path)
+    assert "hit" in note and bb.calls == len(tiny_dataset.train_x) + len(tiny_dataset.test_x)  # nothing recomputed
+    assert isinstance(second.train_x, np.memmap) and not second.train_x.flags.writeable
+    np.testing.assert_array_equal(second.train_x, tiny_dataset.train_x.reshape(72, -1) / np.float32(255))
+    np.testing.assert_array_equal(second.test_x, first.test_x)
+    np.testing.assert_array_equal(second.train_y, tiny_dataset.train_y)
+
+
+def test_any_part_of_the_key_changing_is_a_miss(tiny_dataset, tmp_path):
+    from conftest import make_tiny_dataset
+
+    _features(Counting(), tiny_dataset, tmp_path)
+    other_weights = Counting(identity="f" * 40)
+    assert "miss" in _features(other_weights, tiny_dataset, tmp_path)[1]
+    other_data = make_tiny_dataset(seed=1)
+    assert other_data.identity != tiny_dataset.identity
+    assert "miss" in _features(Counting(), other_data, tmp_path)[1]
+    assert "hit" in _features(Counting(), tiny_dataset, tmp_path)[1]  # the first entry is still there
+    assert len(list_entries(tmp_path)) == 6  # 3 (backbone, dataset) keys x 2 splits
+
+
+def test_preprocessing_and_weight_changes_change_the_torch_key(tiny_dataset, tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.jit.save(torch.jit.script(net), str(tmp_path / "net.pt"))
+    specs = ["torchscript:net.pt?size=12", "torchscript:net.pt?size=12&norm=imagenet", "torchscript:net.pt?size=16"]
+    notes = [_features(load_backbone(s, models_root=tmp_path), tiny_dataset, tmp_path / "c")[1] for s in specs]
+    assert all("miss" in n for n in notes)
+    assert "hit" in _features(load_backbone(specs[0], models_root=tmp_path), tiny_dataset, tmp_path / "c")[1]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "meta"])
+def test_a_corrupt_entry_is_detected_and_recomputed(tiny_dataset, tmp_path, damage):
+    reference = np.array(_features(Counting(), tiny_dataset, tmp_path)[0].train_x)
+    entry = feature_entry(tmp_path, Counting(), tiny_dataset, "train")
+    npy = entry / "features.npy"
+    if damage == "flip":
+        raw = bytearray(npy.read_bytes())
+        raw[-3] ^= 0x40
+        npy.write_bytes(bytes(raw))
+    elif damage == "truncate":
+        npy.write_bytes(npy.read_bytes()[:-100])
+    else:
+        (entry / "meta.json").write_text("{not json")
+    bb = Counting()
+    again, note = _features(bb, tiny_dataset, tmp_path)
+    assert "corrupt entry recomputed" in note and "hit" not in note
+    assert bb.calls == len(tiny_dataset.train_x)  # only the damaged split
+    np.testing.assert_array_equal(again.train_x, reference)
+    assert "hit" in _features(Counting(), tiny_dataset, tmp_path)[1]
+
+
+def test_dimension_mismatch_with_an_entry_is_a_clear_error_that_keeps_the_cache(tiny_dataset, tmp_path):
+    bb = Counting()
+    bb.dim = 5  # the backbone says it makes 5 features; the entry we plant holds 7
+    entry = feature_entry(tmp_path, bb, tiny_dataset, "train")
+    bad = np.zeros((len(tiny_dataset.train_x), 7), np.float32)
+    write_entry(entry, fill=lambda tmp: {"features": bad}, meta={"kind": "features"})
+    np.save(entry / "features.npy", bad)  # fill's arrays are saved by the caller in real use
+    with pytest.raises(ConfigError, match="7-dimensional features but backbone 'pixels' produces 5"):
+        _features(bb, tiny_dataset, tmp_path)
+    assert entry.exists() and (entry / "meta.json").exists()  # left as it is, consistent
+
+
+def test_two_runs_filling_one_entry_at_once_both_succeed(tiny_dataset, tmp_path):
+    gate = threading.Barrier(2)
+
+    class Slow(Counting):
+        def extract(self, images, **kw):
+            if len(images) == len(tiny_dataset.train_x):
+                gate.wait(timeout=10)  # both threads are extracting the train split at the same time
+            return super().extract(images, **kw)
+
+    results: list = [None, None]
+
+    def run(i):
+        results[i] = _features(Slow(), tiny_dataset, tmp_path)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r is not None for r in results)
+    np.testing.assert_array_equal(results[0][0].train_x, results[1][0].train_x)
+    folder = tmp_path / "features"
+    assert sorted(p.name.split("-")[0] for p in folder.iterdir()) == ["tiny.test", "tiny.train"]  # no temp left
+    assert "hit" in _features(Counting(), tiny_dataset, tmp_path)[1]
+
+
+def test_a_failed_extraction_leaves_nothing_behind(tiny_dataset, tmp_path):
+    class Broken(Counting):
+        def extract(self, images, **kw):
+            raise ConfigError("model exploded", field="backbone")
+
+    with pytest.raises(ConfigError, match="exploded"):
+        _features(Broken(), tiny_dataset, tmp_path)
+    assert list((tmp_path / "features").iterdir()) == []
+
+
+def test_entry_metadata_records_the_key_and_checksums(tiny_dataset, tmp_path):
+    feats, _ = _features(Counting(), tiny_dataset, tmp_path)
+    meta = json.loads((feature_entry(tmp_path, Counting(), tiny_dataset, "test") / "meta.json").read_text())
+    assert meta["dataset_identity"] == tiny_dataset.identity and meta["split"] == "test"
+    assert meta["backbone_identity"] == PixelBackbone.identity
+    assert meta["arrays"]["features"]["blake2b"] == checksum(feats.test_x)
+
+
+# --------------------------------------------------------------------------- CLI
+def _toml(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_cli_run_reports_a_hit_on_the_second_run_and_cache_ls_clear(tiny_dataset, tmp_path, capsys):
+    write_zip(tmp_path / "tiny.zip", image_folder_members(tiny_dataset))
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 3, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    torch.jit.save(torch.jit.script(net), str(tmp_path / "net_16_.pt"))
+    scenario = _toml(tmp_path / "sc.toml", '[scenario]\nname = "sc"\ndataset = "imagefolder:tiny.zip"\nincrement = 2\n')
+    strategy = _toml(tmp_path / "st.toml", '[strategy]\nname = "nmc"\nimplementation = "nmc"\nbackbone = "pixels"\n')
+    common = [scenario, strategy, "--seeds", "0", "--data-root", str(tmp_path), "--models-root", str(tmp_path),
+              "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--backbone", "torchscript:net_16_.pt"]
+    assert main(["run", *common, "--out", str(tmp_path / "r1")]) == 0
+    assert main(["run", *common, "--out", str(tmp_path / "r2")]) == 0
+    n1 = json.loads((tmp_path / "r1/sc/nmc/seed0/results.json").read_text())["notes"]
+    n2 = json.loads((tmp_path / "r2/sc/nmc/seed0/results.json").read_text())["notes"]
+    assert "torchscript:net_16_.pt" in n1[0] and "miss" in n1[0] and "hit" in n2[0]
+    capsys.readouterr()
+    assert main(["cache", "ls", "--cache-dir", str(tmp_path / "cache")]) == 0
+    listing = capsys.readouterr().out
+    assert "3 entries" in listing and "decoded" in listing and "[torchscript:net_16_.pt]" in listing
+    assert main(["cache", "clear", "--kind", "features", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "removed 2 entries" in capsys.readouterr().out
+    assert [e.kind for e in list_entries(tmp_path / "cache")] == ["decoded"]
+    # bad backbone: exit 2 before anything is written
+    assert main(["run", scenario, strategy, "--seeds", "0", "--data-root", str(tmp_path), "--models-root",
+                 str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--backbone", "torchscript:absent.pt",
+                 "--out", str(tmp_path / "r3")]) == 2
+    assert "absent.pt" in capsys.readouterr().err and not (tmp_path / "r3").exists()

@@ -1,0 +1,69 @@
+"""The HTML report is one self-contained file, and it renders in headless Chromium (skipped without it)."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clproto.reports.build import write_report
+from test_reports import class_incremental_results, few_shot_results
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("html-report")
+    paths = write_report(class_incremental_results() + few_shot_results(), out, title="test report")
+    return paths
+
+
+def test_page_is_self_contained(report):
+    text = report["html"].read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "<script" not in text
+    assert not re.search(r"(src|href)=\"(?!data:)", text)  # nothing fetched: no file, no URL
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == len([k for k in report if k.startswith("figure")])
+    assert all(base64.b64decode(b)[:8] == PNG_MAGIC for b in images)
+    assert '<td class="best">85.00 ± 7.07</td>' in text  # the bold best cell of the final-accuracy table
+    assert "fs: accuracy on all seen classes per session" in text
+
+
+def test_report_is_reproducible(report, tmp_path):
+    again = write_report(class_incremental_results() + few_shot_results(), tmp_path, title="test report")
+    assert again["html"].read_bytes() == report["html"].read_bytes()  # same results -> same tables and PNG bytes
+
+
+def _saturated_fraction(path) -> float:
+    rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)  # (H, W, 3)
+    return float(((rgb.max(axis=2) - rgb.min(axis=2)) > 60).mean())
+
+
+def test_page_renders_in_headless_chromium(report, tmp_path):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    shot = tmp_path / "report.png"
+    cmd = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,3000",
+           f"--screenshot={shot}", report["html"].resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
+    assert Image.open(shot).size == (1280, 3000)
+    # the embedded figures were decoded and drawn: coloured plot pixels (text and tables are grey/black)
+    assert _saturated_fraction(shot) > 0.01
+    # ... and the same page without its images has (almost) none: the colour comes from the figures
+    bare = tmp_path / "bare.html"
+    bare.write_text(re.sub(r'src="data:image/png;base64,[^"]+"', 'src=""', report["html"].read_text(encoding="utf-8")),
+                    encoding="utf-8")
+    bare_shot = tmp_path / "bare.png"
+    subprocess.run([*cmd[:-2], f"--screenshot={bare_shot}", bare.as_uri()], capture_output=True, timeout=90)
+    assert _saturated_fraction(bare_shot) < 0.001
