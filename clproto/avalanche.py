@@ -25,9 +25,15 @@ through ``clproto_index``, so the round trip keeps every index.
 **Strategies.** :class:`ClprotoTemplate` is a ``SupervisedTemplate`` whose model scores with
 ``strategy.predict_scores`` and whose per-experience training step calls
 ``strategy.fit_experience`` once. It runs **zero template epochs**: frozen-feature strategies
-(NMC, TEEN) waste no SGD step, and trained strategies (``input_kind = "images"``) run their own
-optimiser inside that training hook — clproto's strategy protocol has no per-batch loss yet, so
-the template's optimiser and its per-batch ``loss`` are unused. The strategy is fitted on the
+(NMC, TEEN) waste no SGD step, and trained strategies (PRD, fine-tuning, joint) run their own
+optimiser inside that training hook. Their loss still goes through the template: while it fits,
+the template listens to the strategy's :class:`~clproto.training.loop.TrainingLoop` and, after
+every optimiser step, sets ``mbatch`` (first augmented view, labels, task 0), ``mb_output`` (the
+strategy's training scores) and ``loss``, then fires Avalanche's ``before/after_training_iteration``
+callbacks (and ``before/after_training_epoch`` around each epoch), so ``loss_metrics(minibatch=True,
+epoch=True)``, training ``accuracy_metrics`` and every logger see the real per-batch loss. Plugins
+that change the optimisation itself (e.g. ``LRSchedulerPlugin``, ``EWCPlugin``'s penalty) have no
+effect: the template's optimiser is unused. The strategy is fitted on the
 template's ``adapted_dataset``, so plugins that replace it (e.g. ``GDumbPlugin``) apply; plugins
 that only swap the dataloader (``ReplayPlugin``) do not.
 
@@ -469,8 +475,30 @@ class ClprotoTemplate(SupervisedTemplate):
         """Nothing for the template to optimise: the strategy owns its parameters and optimiser."""
 
     def _train_exp(self, experience, eval_streams=None, **kwargs) -> None:
-        self.strategy.fit_experience(self.clproto_experience(experience))
+        clproto_experience = self.clproto_experience(experience)
+        loop = getattr(self.strategy, "loop", None)
+        listeners = getattr(loop, "listeners", None)
+        if listeners is not None:  # a trained strategy: relay its steps for the duration of this fit only
+            listeners.append(self._relay_training_event)
+        try:
+            self.strategy.fit_experience(clproto_experience)
+        finally:
+            if listeners is not None:
+                listeners.remove(self._relay_training_event)
         super()._train_exp(experience, eval_streams, **kwargs)  # zero epochs: only bookkeeping
+
+    def _relay_training_event(self, event: Any) -> None:
+        """A :class:`~clproto.training.loop.TrainingEvent` of the strategy's loop, as Avalanche callbacks."""
+        if event.kind == "epoch_start":
+            self._before_training_epoch()
+        elif event.kind == "epoch_end":
+            self._after_training_epoch()
+        elif event.kind == "step":
+            self.mbatch = [event.inputs, event.targets, torch.zeros_like(event.targets)]  # x (B,C,H,W), y (B,), t (B,)
+            self.mb_output = event.scores  # (B, C) or None
+            self._before_training_iteration()  # fired after the step: the loss exists only then
+            self.loss = torch.tensor(event.loss)
+            self._after_training_iteration()
 
     def clproto_experience(self, experience: Any) -> Experience:
         """The clproto :class:`Experience` for an Avalanche training experience (its adapted dataset)."""

@@ -240,8 +240,40 @@ def test_every_registered_strategy_runs_inside_avalanche_with_parity(name, tiny_
         template = ClprotoTemplate(strategy=entry.cls(config=params, num_classes=sc.num_classes, seed=0),
                                    num_classes=sc.num_classes, dataset=dataset, evaluator=evaluation_plugin())
         got = avalanche_run(bm, template)
-        assert template.clock.train_iterations == 0  # no SGD step of the template
+        if entry.cls.input_kind == "features":
+            assert template.clock.train_iterations == 0  # frozen features: no SGD step at all
+        else:  # the strategy's own steps, relayed to Avalanche's callbacks (none by the template's optimiser)
+            assert template.clock.train_iterations > 0
         assert_parity(steps, got)
+
+
+@pytest.mark.parametrize("name", [n for n in REGISTRY.names() if REGISTRY.get(n).cls.input_kind == "images"])
+def test_trained_strategies_report_their_per_batch_loss_through_the_template(name, tiny_dataset):
+    from avalanche.evaluation.metrics import loss_metrics
+
+    entry = REGISTRY.get(name)
+    sc = _scenario_for(entry, tiny_dataset)
+    params = dataclasses.replace(_fast(entry.cls.Config()), epochs=2, batch_size=8)
+    strategy = entry.cls(config=params, num_classes=sc.num_classes, seed=0)
+    seen = []  # what the strategy's own loop reports, beside what Avalanche records
+    strategy.loop.listeners.append(seen.append)
+    evaluator = EvaluationPlugin(loss_metrics(minibatch=True, epoch=True), accuracy_metrics(epoch=True), loggers=[])
+    template = ClprotoTemplate(strategy=strategy, num_classes=sc.num_classes, dataset=sc.dataset, evaluator=evaluator)
+    for exp in to_avalanche(sc).train_stream:
+        template.train(exp)
+    assert strategy.loop.listeners == [seen.append]  # the template's relay is detached after each fit
+
+    metrics = evaluator.get_all_metrics()
+    minibatch = metrics["Loss_MB/train_phase/train_stream"][1]
+    epoch = metrics["Loss_Epoch/train_phase/train_stream"][1]
+    steps = [e for e in seen if e.kind == "step"]
+    epochs = [e for e in seen if e.kind == "epoch_end"]
+    assert len(minibatch) == len(steps) == template.clock.train_iterations
+    assert minibatch == pytest.approx([e.loss for e in steps], rel=1e-6)
+    assert len(epoch) == len(epochs) == 2 * len(sc)  # 2 epochs per experience
+    assert epoch == pytest.approx([e.loss for e in epochs], rel=1e-5)  # sample-weighted means agree
+    accuracy = metrics["Top1_Acc_Epoch/train_phase/train_stream"][1]
+    assert len(accuracy) == len(epochs) and all(0.0 <= a <= 1.0 for a in accuracy)
 
 
 def test_metric_parity_on_split_digits(digits):

@@ -10,6 +10,11 @@ A strategy is any class with
 * ``predict_scores(x) -> (N, num_classes)`` — higher is more likely; classes the strategy has
   not seen should score ``-inf`` (the evaluator also restricts class-IL argmax to seen classes).
 
+Optional: ``state_dict()`` / ``load_state_dict(state)`` (the runner checkpoints after every
+experience and resumes from it), ``check_scenario(scenario, params)`` (reject a scenario before any
+training), and ``loop`` — a :class:`~clproto.training.loop.TrainingLoop` for strategies that train
+with SGD, whose listeners see every step's loss (the Avalanche adapter feeds its loss metrics so).
+
 Implementations are registered by name in an explicit :class:`Registry`; a duplicate name is an
 error, and nothing registers itself by being imported.
 """

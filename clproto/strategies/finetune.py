@@ -68,8 +68,8 @@ class FineTune:
         unseen = ~self.seen  # (C,)
 
         def loss_fn(views: list[torch.Tensor], yb: torch.Tensor) -> torch.Tensor:
-            logits = self.classifier(self.backbone(views[0]))  # (B, C)
-            return F.cross_entropy(logits.masked_fill(unseen, float("-inf")), yb)
+            logits = self.classifier(self.backbone(views[0])).masked_fill(unseen, float("-inf"))  # (B, C)
+            return F.cross_entropy(logits, yb), logits.detach()  # scores for the loop's listeners
 
         params = list(self.backbone.parameters()) + list(self.classifier.parameters())
         return self.loop.run(modules=[self.backbone, self.classifier], groups=[{"params": params}], x=x, y=y,

@@ -38,6 +38,11 @@ class Joint:
         self.learner = FineTune(config=config, num_classes=num_classes, seed=seed)
         self.indices = np.empty(0, dtype=np.int64)  # (n_seen,) training-set indices of every sample seen so far
 
+    @property
+    def loop(self):
+        """The training loop (shared with the inner fine-tuning learner), for its listeners."""
+        return self.learner.loop
+
     def fit_experience(self, experience: Experience) -> None:
         if len(experience.train_indices) == 0:
             raise ConfigError(f"experience {experience.index} has no training samples", field="dataset")

@@ -123,6 +123,13 @@ class PRD:
         ``current`` (K,) are the current experience's classes, ``local`` (C,) maps a label to its
         position in ``current``.
         """
+        return self.training_loss(views, y, current=current, local=local)[0]
+
+    def training_loss(self, views: list[torch.Tensor], y: torch.Tensor, *, current: torch.Tensor,
+                      local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`loss` and the batch's detached scores (B, C) for the training loop's listeners:
+        cosine of the first view's features to the prototypes of the classes seen so far (current
+        ones included), ``-inf`` for the others."""
         cfg = self.config
         B = len(y)
         x = torch.cat(views)  # (2B, C, H, W)
@@ -142,7 +149,12 @@ class PRD:
                 s_old = relation_scores(f_old, self.teacher_prototypes[idx])  # (2B, K_k)
                 l_d = l_d + relation_distillation(s, s_old, temperature=cfg.distill_temperature, axis=cfg.relation_axis)
         self.last_losses = {"supcon": l_sup.item(), "prototype": l_p.item(), "distill": l_d.item()}
-        return l_sup + cfg.lambda_prototype * l_p + cfg.lambda_distill * l_d
+        with torch.no_grad():
+            known = self.seen.clone()  # (C,)
+            known[current] = True
+            cos = F.normalize(f[:B].detach(), dim=1) @ F.normalize(self.prototypes.detach(), dim=1).T  # (B, C)
+            scores = cos.masked_fill(~known, float("-inf"))  # (B, C)
+        return l_sup + cfg.lambda_prototype * l_p + cfg.lambda_distill * l_d, scores
 
     @staticmethod
     def check_scenario(scenario, params: PRDConfig, *, where: str = "scenario") -> None:
@@ -164,7 +176,7 @@ class PRD:
             {"params": [self.prototypes], "lr": cfg.prototype_lr, "momentum": 0.0, "weight_decay": 0.0},
         ]
         self.loop.run(modules=[self.backbone, self.head], groups=groups, x=x, y=y, views=2,
-                      loss_fn=lambda v, yb: self.loss(v, yb, current=current, local=local),
+                      loss_fn=lambda v, yb: self.training_loss(v, yb, current=current, local=local),
                       experience=experience.index, desc="prd")
         self.seen[current] = True
         self.tasks.append(tuple(experience.classes))

@@ -31,7 +31,23 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step")
 PIXEL_MEAN, PIXEL_STD = 0.5, 0.25  # fixed input scaling: x/255 -> (x - 0.5) / 0.25 (no dataset statistics)
 
-LossFn = Callable[[list[torch.Tensor], torch.Tensor], torch.Tensor]  # (views of (B,C,H,W), labels (B,)) -> scalar
+# (views of (B,C,H,W), labels (B,)) -> scalar loss, or (scalar loss, detached scores (B, C)) for listeners
+LossFn = Callable[[list[torch.Tensor], torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
+
+
+@dataclass(frozen=True)
+class TrainingEvent:
+    """What :attr:`TrainingLoop.listeners` are told, in order: per epoch ``epoch_start``, one ``step``
+    after every optimiser step, ``epoch_end``. Used by the Avalanche adapter to feed its loss metrics."""
+
+    kind: str  # "epoch_start" | "step" | "epoch_end"
+    experience: int  # index of the experience being trained
+    epoch: int  # epoch within this experience, from 0
+    step: int  # optimiser steps taken so far in this experience (after this one, for "step")
+    loss: float = float("nan")  # step: the batch's loss; epoch_end: the epoch's sample-weighted mean loss
+    inputs: "torch.Tensor | None" = None  # step: first augmented view (B, C, H, W)
+    targets: "torch.Tensor | None" = None  # step: labels (B,)
+    scores: "torch.Tensor | None" = None  # step: the strategy's detached training scores (B, C), if it gives them
 
 
 class DivergedError(ConfigError):
@@ -142,6 +158,13 @@ class TrainingLoop:
         self.config = config
         self.progress = progress
         self.generator = torch.Generator().manual_seed(seed)
+        # called with a TrainingEvent at every epoch start/end and after every step; public on purpose
+        # (ClprotoTemplate attaches one for the duration of a fit); not part of the checkpoint
+        self.listeners: list[Callable[[TrainingEvent], None]] = []
+
+    def _tell(self, event: TrainingEvent) -> None:
+        for listener in list(self.listeners):
+            listener(event)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -175,9 +198,11 @@ class TrainingLoop:
             for g, lr in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = lr * factor
             total, count = 0.0, 0
+            self._tell(TrainingEvent("epoch_start", experience, epoch, step))
             for idx in batches(len(y), cfg.batch_size, self.generator):
                 inputs = self.views(x[idx], views)  # views × (B, C, H, W)
-                loss = loss_fn(inputs, y[idx])
+                out = loss_fn(inputs, y[idx])
+                loss, scores = out if isinstance(out, tuple) else (out, None)
                 value = loss.item()
                 if not math.isfinite(value):
                     raise DivergedError(
@@ -191,7 +216,10 @@ class TrainingLoop:
                 total += value * len(idx)
                 count += len(idx)
                 step += 1
+                if self.listeners:
+                    self._tell(TrainingEvent("step", experience, epoch, step, value, inputs[0], y[idx], scores))
             epoch_losses.append(total / max(count, 1))
+            self._tell(TrainingEvent("epoch_end", experience, epoch, step, epoch_losses[-1]))
         optimizer.zero_grad(set_to_none=True)  # leave no stale gradients on the strategy's parameters
         for m in modules:
             m.eval()
