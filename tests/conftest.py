@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from clproto.data.dataset import Dataset
 
@@ -31,6 +32,11 @@ def make_tiny_dataset(*, num_classes: int = 6, train_per_class: int = 12, test_p
     test_x, test_y = split(test_per_class)
     return Dataset(name="tiny", train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y,
                    class_names=tuple(f"c{i}" for i in range(num_classes)), identity=f"tiny-{seed}-{num_classes}")
+
+
+# Every fast test works on tiny tensors, where a second torch thread only adds synchronisation (and, on a
+# loaded machine, spinning); one thread also makes the numbers independent of the core count.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

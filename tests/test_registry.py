@@ -68,11 +68,16 @@ def test_every_registered_strategy_runs(tiny_dataset, name):
         sc = ScenarioConfig(name="tiny-ci", dataset="tiny", increment=2)
     else:
         sc = ScenarioConfig(name="tiny-fs", dataset="tiny", kind="few-shot", base_classes=2, ways=2, shots=3)
-    strategy = strategy_from_dict(_definition_for(name), REGISTRY)
+    definition = _definition_for(name)
+    if entry.cls.input_kind == "images":  # the packaged digits budget (3 epochs) is too short for 24 images
+        definition = definition | {"params": definition.get("params", {}) | {"epochs": 10}}
+    strategy = strategy_from_dict(definition, REGISTRY)
     runner = Runner(progress=False)
     runner._datasets["tiny"] = tiny_dataset  # the shared synthetic fixture
     result = runner.run(sc, strategy, seed=0)
     assert len(result.accuracy_matrix) == 3
     assert all(0.0 <= a <= 1.0 for a in result.seen_accuracy)
-    # beats chance (1/6 over six classes) on the separable fixture
+    # the first experience (2 classes, chance 1/2) is learnt on the separable fixture
+    assert result.seen_accuracy[0] >= 0.9
+    # and after three experiences it still beats chance (1/6 over six classes)
     assert result.metrics.final_accuracy > 1 / 6

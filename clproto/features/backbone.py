@@ -21,7 +21,8 @@ Backbone specs (the ``backbone`` field of a strategy definition, or ``clproto ru
 
 Options after ``?`` (``&``-separated) apply to every model kind: ``size=S`` (square input side,
 or ``native`` to keep the image size), ``norm=none|imagenet`` (mean/std normalisation),
-``batch=B`` (images per forward pass, default 64). Preprocessing: uint8 -> [0, 1], greyscale
+``batch=B`` (images per forward pass, default 16: on CPU smaller batches were faster and much
+lighter than 64 — ``benchmarks/extract_batch_size.py``). Preprocessing: uint8 -> [0, 1], greyscale
 repeated to 3 channels, bilinear resize to the model's input side, then the normalisation.
 
 A backbone's ``identity`` hashes the weights file's *content* (not its path), the preprocessing
@@ -112,12 +113,15 @@ class Preprocess:
         return x.contiguous()
 
 
+DEFAULT_BATCH = 16  # images per forward pass (spec option batch=B)
+
+
 # --------------------------------------------------------------------------- torch backbones
 class TorchBackbone:
     """A frozen ``torch.nn.Module`` (or TorchScript module) producing ``(N, D)`` features."""
 
     def __init__(self, *, spec: str, module: torch.nn.Module, preprocess: Preprocess, weights_hash: str,
-                 batch_size: int = 64, where: str | None = None) -> None:
+                 batch_size: int = DEFAULT_BATCH, where: str | None = None) -> None:
         self.spec = spec
         self.module = module.eval()
         self.preprocess = preprocess
@@ -236,7 +240,7 @@ def _preprocess(options: dict[str, str], *, size: int | None, mean=(0.0, 0.0, 0.
 def _load(spec: str, kind: str, rest: str, checkpoint: str | None, stamp, options: tuple, root: str,
           where: str | None) -> TorchBackbone:
     opts = dict(options)
-    batch = int(opts.get("batch", 64))
+    batch = int(opts.get("batch", DEFAULT_BATCH))
     if kind == "torchscript":
         module = _torchscript(Path(checkpoint), spec, where)
         size = None
