@@ -166,7 +166,7 @@ def cmd_run(args) -> int:
     print()
     print(markdown_table(summary_frame(results)))
     print(f"{len(results)} runs in {time.perf_counter() - t0:.1f}s. Results: {out}/  Report: {report_dir}/ "
-          f"(summary.md, summary.csv, *.png)")
+          f"(report.html, tables.md/.tex/.csv, *.png)")
     return 0
 
 
