@@ -44,7 +44,9 @@ def versions() -> dict:
     import clproto
 
     out = {"python": platform.python_version(), "clproto": clproto.__version__, "torch": torch.__version__,
-           "numpy": np.__version__, "platform": platform.platform()}
+           "numpy": np.__version__, "platform": platform.platform(),
+           # trained strategies' float reductions depend on it: identical numbers need the same count
+           "torch_threads": torch.get_num_threads()}
     return out
 
 
