@@ -34,11 +34,6 @@ def make_tiny_dataset(*, num_classes: int = 6, train_per_class: int = 12, test_p
                    class_names=tuple(f"c{i}" for i in range(num_classes)), identity=f"tiny-{seed}-{num_classes}")
 
 
-# Every fast test works on tiny tensors, where a second torch thread only adds synchronisation (and, on a
-# loaded machine, spinning); one thread also makes the numbers independent of the core count.
-torch.set_num_threads(1)
-
-
 @pytest.fixture
 def tiny_dataset() -> Dataset:
     return make_tiny_dataset()
@@ -50,6 +45,23 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     if "CLPROTO_CACHE" not in os.environ:
         monkeypatch.setenv("CLPROTO_CACHE", str(tmp_path_factory.getbasetemp() / "clproto-cache"))
     monkeypatch.setenv("CLPROTO_PROGRESS", "0")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tests work on tiny tensors, where a second torch thread only adds synchronisation (and, on a loaded
+    machine, spinning); one thread also makes the numbers independent of the core count. Session-scoped so
+    that module-scoped fixtures (a trained network) see it too."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _back_to_one_thread():
+    yield
+    torch.set_num_threads(1)  # `clproto ... --threads N` inside a test changes it
 
 
 def require_shared(*names: str) -> Path:

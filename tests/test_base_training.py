@@ -12,15 +12,6 @@ from clproto.training.base_session import (BaseTrainingConfig, augment, encode, 
 from conftest import make_tiny_dataset
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small convnets train several times faster on one thread when the machine's 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trained():
     ds = make_tiny_dataset(num_classes=4, train_per_class=40, test_per_class=10, size=8)

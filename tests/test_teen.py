@@ -22,15 +22,6 @@ from clproto.strategies.teen import TEEN, TEENConfig, calibrate
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Small convnets train several times faster on one thread when the machine's 2 cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _unit(v: list[float]) -> list[float]:
     n = math.sqrt(sum(a * a for a in v))
     return [a / n for a in v]
