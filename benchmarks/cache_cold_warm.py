@@ -4,8 +4,8 @@ Each measurement runs in its own fresh Python process (so one's memory and cache
 the next), one after the other in this order, all in one invocation:
 
 1. ``decode``  — decode the image zip into the (empty) decoded-image cache;
-2. ``floor``   — the floor: one plain forward pass over every train and test image (batches of 64,
-   the same preprocessing, outputs discarded), images already decoded;
+2. ``floor``   — the floor: one plain forward pass over every train and test image (batches of
+   clproto's default extraction batch, the same preprocessing, outputs discarded), images already decoded;
 3. ``cold``    — ``clproto run``'s work (Runner.run of NMC, seed 0) with an empty feature cache:
    load the decoded images, extract and store features, fit and evaluate;
 4. ``warm``    — the same run again: features come from the cache;
@@ -58,6 +58,7 @@ def child(mode: str, spec: str, cache: str) -> dict:
 
     from clproto.config import load_scenario, strategy_from_dict
     from clproto.data.paths import models_root
+    from clproto.features.backbone import DEFAULT_BATCH
     from clproto.data.sources import load_dataset
     from clproto.runner import Runner
     from clproto.strategies import REGISTRY
@@ -75,8 +76,8 @@ def child(mode: str, spec: str, cache: str) -> dict:
         dim = 0
         with torch.inference_mode():
             for images in (ds.train_x, ds.test_x):
-                for s in range(0, len(images), 64):
-                    x = torch.from_numpy(np.array(images[s:s + 64])).permute(0, 3, 1, 2).float().div_(255.0)
+                for s in range(0, len(images), DEFAULT_BATCH):
+                    x = torch.from_numpy(np.array(images[s:s + DEFAULT_BATCH])).permute(0, 3, 1, 2).float().div_(255.0)
                     x = F.interpolate(x, size=(160, 160), mode="bilinear", align_corners=False)  # (B, 3, 160, 160)
                     dim = net(x).shape[1]
         out["features_bytes"] = (len(ds.train_x) + len(ds.test_x)) * dim * 4

@@ -4,7 +4,8 @@
 #   sweeps/reference-trained.toml  base-session ResNet-20 (FSCIL, 5 seeds); PRD / fine-tuning / joint (+ NMC) on a
 #                                  Split-CIFAR-10 subset, 3 seeds
 # Runs go to runs/reference/ (finished runs are skipped, so re-running resumes); extra arguments are
-# passed to both sweeps (e.g. --jobs 1). Writes reports/reference/machine.txt with the wall time.
+# passed to both sweeps (e.g. --jobs 1). Writes reports/reference/machine.txt with the wall time, then copies the
+# reference tables into README.md (scripts/readme_reference.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export CLPROTO_DATA="${CLPROTO_DATA:-../shared/data}" CLPROTO_MODELS="${CLPROTO_MODELS:-../shared/models}"
@@ -20,4 +21,6 @@ mkdir -p reports/reference
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(free -g | awk '/Mem:/ {print $2}') GB RAM"
 } > reports/reference/machine.txt
 cat reports/reference/machine.txt
-exit $(( rc1 | rc2 | rc3 ))
+rc4=0
+if [ $rc3 -eq 0 ]; then "${PYTHON:-.venv/bin/python}" scripts/readme_reference.py; rc4=$?; fi   # README's tables
+exit $(( rc1 | rc2 | rc3 | rc4 ))
