@@ -1,6 +1,6 @@
 """Copy the reference comparison tables from reports/reference/ into README.md (between markers).
 
-    python scripts/readme_reference.py [--report reports/reference] [--readme README.md]
+    python scripts/readme_reference.py [--report reports/reference] [--readme README.md] [--check]
 
 Called by scripts/reference.sh after `clproto report`, so the README's numbers are always the
 committed report's. The README section between ``<!-- reference:start -->`` and
@@ -34,6 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--report", type=Path, default=ROOT / "reports" / "reference")
     ap.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if the README is out of date")
     args = ap.parse_args()
     tables_md = args.report / "tables.md"
     if not tables_md.exists():
@@ -55,6 +56,11 @@ def main() -> int:
     head, rest = readme.split(START)
     _, tail = rest.split(END)
     text = f"{head}{START}\n{body}\n{END}{tail}"
+    if args.check:
+        if text != readme:
+            print(f"{args.readme} is out of date with {tables_md}: run scripts/readme_reference.py", file=sys.stderr)
+            return 1
+        return 0
     tmp = args.readme.with_name(f".{args.readme.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(args.readme)
