@@ -3,7 +3,8 @@
 Data root: ``--data-root``, else ``$CLPROTO_DATA``, else ``<user cache>/clproto/data``.
 Models root: ``--models-root``, else ``$CLPROTO_MODELS``, else ``<user cache>/clproto/models``.
 Cache root: ``--cache-dir``, else ``$CLPROTO_CACHE``, else ``<user cache>/clproto/cache``.
-The user cache is ``$XDG_CACHE_HOME`` or ``~/.cache``.
+The user cache is ``$XDG_CACHE_HOME`` or ``~/.cache``. Roots are made absolute (against the current
+directory), so a path built under a root never gets resolved against it a second time.
 """
 
 from __future__ import annotations
@@ -12,27 +13,23 @@ import os
 from pathlib import Path
 
 
+def _root(override, env_var: str, default: str) -> Path:
+    value = override or os.environ.get(env_var)
+    return (Path(value).expanduser() if value else _user_cache() / default).absolute()
+
+
 def _user_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "clproto"
 
 
 def data_root(override: str | os.PathLike | None = None) -> Path:
-    if override:
-        return Path(override).expanduser()
-    env = os.environ.get("CLPROTO_DATA")
-    return Path(env).expanduser() if env else _user_cache() / "data"
+    return _root(override, "CLPROTO_DATA", "data")
 
 
 def models_root(override: str | os.PathLike | None = None) -> Path:
-    if override:
-        return Path(override).expanduser()
-    env = os.environ.get("CLPROTO_MODELS")
-    return Path(env).expanduser() if env else _user_cache() / "models"
+    return _root(override, "CLPROTO_MODELS", "models")
 
 
 def cache_root(override: str | os.PathLike | None = None) -> Path:
-    if override:
-        return Path(override).expanduser()
-    env = os.environ.get("CLPROTO_CACHE")
-    return Path(env).expanduser() if env else _user_cache() / "cache"
+    return _root(override, "CLPROTO_CACHE", "cache")
