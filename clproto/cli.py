@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,9 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("report", help="tables and figures from results folders",
-                       description="Collect results.json files under RUN_DIR(s) and write summary.md, summary.csv and PNG figures.")
+                       description="Collect results.json files under RUN_DIR(s) and write tables (Markdown, LaTeX, CSV; "
+                                   "mean ± std over seeds, best in bold), seaborn figures and one self-contained report.html.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
     p.add_argument("--out", metavar="DIR", help="report folder (default: <first RUN_DIR>/report)")
+    p.add_argument("--title", default="clproto report", help="title of report.html (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     from clproto.sweep import add_parser as add_sweep_parser
 
@@ -174,9 +178,11 @@ def cmd_report(args) -> int:
     from clproto.reports.build import markdown_table, write_report
     from clproto.reports.collect import load_results, summary_frame
 
+    if args.no_progress:
+        os.environ["CLPROTO_PROGRESS"] = "0"
     results = load_results(args.runs)
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
-    paths = write_report(results, out)
+    paths = write_report(results, out, title=args.title)
     print(markdown_table(summary_frame(results)))
     print(f"{len(results)} runs; wrote {len(paths)} files to {out}/ (tables.md/.tex/.csv, figures, report.html)")
     return 0
