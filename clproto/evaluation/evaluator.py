@@ -42,10 +42,11 @@ class Evaluator:
         self.scenario = scenario
         self.batch_size = batch_size
 
-    def _scores(self, score_fn: ScoreFn, x: np.ndarray) -> torch.Tensor:
+    def _scores(self, score_fn: ScoreFn, x: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+        """Scores (N, C) of rows ``idx`` of ``x``, read batch by batch (no copy of the whole test set)."""
         out = []
-        for start in range(0, len(x), self.batch_size):
-            batch = torch.from_numpy(x[start:start + self.batch_size])
+        for start in range(0, len(idx), self.batch_size):
+            batch = torch.from_numpy(x[idx[start:start + self.batch_size]])
             with torch.inference_mode():
                 s = score_fn(batch)
             if s.ndim != 2 or s.shape[0] != len(batch) or s.shape[1] != self.scenario.num_classes:
@@ -61,7 +62,7 @@ class Evaluator:
         exps = list(sc)[: step + 1]
         idx = np.concatenate([e.test_indices for e in exps])
         y = torch.from_numpy(sc.dataset.test_y[idx])  # (N,)
-        scores = self._scores(score_fn, sc.dataset.test_x[idx])  # (N, C)
+        scores = self._scores(score_fn, sc.dataset.test_x, idx)  # (N, C)
 
         seen = torch.tensor(exps[-1].seen_classes)
         pred = seen[scores[:, seen].argmax(dim=1)]  # class-IL: argmax over seen classes only

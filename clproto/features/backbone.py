@@ -21,7 +21,7 @@ Backbone specs (the ``backbone`` field of a strategy definition, or ``clproto ru
 
 Options after ``?`` (``&``-separated) apply to every model kind: ``size=S`` (square input side,
 or ``native`` to keep the image size), ``norm=none|imagenet`` (mean/std normalisation),
-``batch=B`` (images per forward pass, default 16: on CPU smaller batches were faster and much
+``batch=B`` (images per forward pass, default 8: on CPU smaller batches were faster and much
 lighter than 64 — ``benchmarks/extract_batch_size.py``). Preprocessing: uint8 -> [0, 1], greyscale
 repeated to 3 channels, bilinear resize to the model's input side, then the normalisation.
 
@@ -110,10 +110,12 @@ class Preprocess:
             mean = torch.tensor(self.mean).view(1, 3, 1, 1)
             std = torch.tensor(self.std).view(1, 3, 1, 1)
             x = (x - mean) / std
-        return x.contiguous()
+        # (B, 3, S, S) stored channels-last, as the permuted NHWC batch already is: oneDNN's fast CPU path
+        # (a plain NCHW copy made MobileNet 1.37x slower here — benchmarks/cache_cold_warm.py)
+        return x.contiguous(memory_format=torch.channels_last)
 
 
-DEFAULT_BATCH = 16  # images per forward pass (spec option batch=B)
+DEFAULT_BATCH = 8  # images per forward pass (spec option batch=B)
 
 
 # --------------------------------------------------------------------------- torch backbones

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from clproto.errors import ConfigError
 from clproto.scenarios.scenario import Experience
 
+FIT_CHUNK = 2048  # samples per partial_fit call inside fit_experience
+
 
 @dataclass(frozen=True)
 class NMCConfig:
@@ -61,7 +63,12 @@ class NMC:
         self.counts += torch.bincount(y.long(), minlength=self.num_classes).double()
 
     def fit_experience(self, experience: Experience) -> None:
-        self.partial_fit(experience.train_x, experience.train_y)
+        # in chunks read straight from the (memory-mapped) features: the float64 working copies stay
+        # a few MB however large the experience (sums are order-independent up to float64 rounding)
+        idx, data = experience.train_indices, experience.dataset
+        for start in range(0, len(idx), FIT_CHUNK):
+            part = idx[start:start + FIT_CHUNK]  # (n,)
+            self.partial_fit(torch.from_numpy(data.train_x[part]), torch.from_numpy(data.train_y[part]))
 
     @property
     def means(self) -> torch.Tensor:
