@@ -207,10 +207,12 @@ def cmd_list(args) -> int:
             files = sorted((DEFAULTS / ("." if section == "scenario" else "strategies")).glob("*.toml"))
             where = "built-in defaults"
         print(f"\n{title} ({where}):")
-        for f in files:
+        names = [str(f) if where != "built-in defaults" else f.name for f in files]
+        width = max(map(len, names)) + 1
+        for f, name in zip(files, names):
             try:
                 d = read_toml(f).get(section, {})
-                print(f"  {str(f) if where != 'built-in defaults' else f.name:<44} {d.get('description', '')}")
+                print(f"  {name:<{width}} {d.get('description', '')}")
             except ConfigError as exc:
                 print(f"  {f}  (unreadable: {exc})")
     return 0
