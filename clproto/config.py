@@ -182,6 +182,7 @@ class ResolvedStrategy:
     config: StrategyConfig
     params: Any  # an instance of the implementation's Config dataclass
     where: str
+    defined_name: str = ""  # the name in the definition file, before any override renamed it
 
     @property
     def name(self) -> str:
@@ -207,7 +208,7 @@ def strategy_from_dict(data: Mapping[str, Any], registry: Registry, *, where: st
     cfg = from_mapping(StrategyConfig, data, where=where)
     entry = registry.get(cfg.implementation, where=where)
     params = from_mapping(entry.cls.Config, cfg.params, where=where, prefix="params.")
-    return ResolvedStrategy(config=cfg, params=params, where=where)
+    return ResolvedStrategy(config=cfg, params=params, where=where, defined_name=str(name or cfg.name))
 
 
 def load_strategy(path: str | Path, registry: Registry, *, overrides: list[Override] = ()) -> ResolvedStrategy:
@@ -225,7 +226,8 @@ def check_overrides_used(overrides: list[Override], strategy_names: list[str], r
     for ov in overrides:
         if ov.target == "scenario":
             continue
-        if ov.target not in ("strategy", *strategy_names):
+        known = {*strategy_names, *(s.defined_name for s in strategies if s.defined_name)}
+        if ov.target not in ("strategy", *known):
             raise ConfigError("override names an unknown section", where="--set", value=ov.text,
                               expected="scenario.*, strategy.* or <strategy name>.* with one of " + ", ".join(strategy_names))
         if ov.target == "strategy" and ov.path[0] == "params" and len(ov.path) == 2:

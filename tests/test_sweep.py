@@ -94,6 +94,14 @@ def test_grid_is_the_cross_product_with_vary_renaming(plugin):
     assert one.config["scenario"]["train_per_class"] in (5, 10)
 
 
+def test_a_strategy_renamed_by_override_is_still_addressed_by_its_defined_name(plugin):
+    grid = _grid(set=["nmc-pixels.name=nmc-renamed", "nmc-pixels.params.metric=cosine"], seeds=[0])
+    [spec] = expand_grid(SweepConfig(), [grid], registry=plugin["registry"])
+    assert spec.strategy == "nmc-renamed" and spec.config["strategy"]["params"]["metric"] == "cosine"
+    with pytest.raises(ConfigError, match="unknown section"):
+        expand_grid(SweepConfig(), [_grid(set=["nmc-other.params.metric=cosine"])], registry=plugin["registry"])
+
+
 def test_runs_identical_across_grids_are_deduplicated(plugin):
     specs = expand_grid(SweepConfig(seeds=[0, 1]), [_grid(), _grid(seeds=[1, 2])], registry=plugin["registry"])
     assert sorted(s.seed for s in specs) == [0, 1, 2]
