@@ -14,7 +14,7 @@ from clproto.errors import ConfigError
 
 DEFAULTS = Path(__file__).parent / "defaults"
 EPILOG = """examples:
-  clproto run                                   embedded default: split-digits, every built-in strategy, 3 seeds
+  clproto run                                   embedded default: split-digits, every built-in class-incremental strategy, 3 seeds
   clproto run scenarios/split-cifar10.toml strategies/nmc.toml --seeds 0 1 2 --out runs/cifar
   clproto run scenarios/split-digits.toml strategies/nmc-pixels.toml --set scenario.train_per_class=50
   clproto report runs/cifar --out reports/cifar
