@@ -111,10 +111,11 @@ class Runner:
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
         if hasattr(entry.cls, "check_scenario"):
             entry.cls.check_scenario(sc, strategy.params, where=where)
-        if entry.cls.input_kind == "features" and is_base_trained(strategy.config.backbone):
-            parse_spec(strategy.config.backbone, where=strategy.where)
-        elif entry.cls.input_kind == "features":
-            load_backbone(strategy.config.backbone, models_root=self.models_root, where=strategy.where)
+        if entry.cls.input_kind == "features":
+            if is_base_trained(strategy.config.backbone):
+                parse_spec(strategy.config.backbone, where=strategy.where)
+            else:
+                load_backbone(strategy.config.backbone, models_root=self.models_root, where=strategy.where)
 
     # ------------------------------------------------------------------ run
     def run(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, *, seed: int,

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from clproto.errors import ConfigError
 from clproto.features.base_trained import check_sessions
 from clproto.scenarios.scenario import Experience, Scenario
+from clproto.strategies.nmc import NMC, NMCConfig
 
 
 def _check_tau_alpha(tau: float, alpha: float) -> None:
@@ -92,18 +93,18 @@ class TEEN:
 
     def fit_experience(self, experience: Experience) -> None:
         """The first experience is the base session (its prototypes are kept as is); later ones are calibrated."""
-        x = experience.train_x.reshape(len(experience.train_indices), -1).double()  # (N, D)
-        y = experience.train_y.long()  # (N,)
+        # this session's class means of unnormalised features, by NMC's chunked running sums
+        session = NMC(config=NMCConfig(normalize=False), num_classes=self.num_classes)
+        session.fit_experience(experience)
         classes = torch.tensor(experience.classes, dtype=torch.long)  # (M,)
-        counts = torch.bincount(y, minlength=self.num_classes)[classes]  # (M,)
+        counts = session.counts[classes]  # (M,)
         if len(classes) == 0 or (counts == 0).any():
             empty = classes[counts == 0].tolist() if len(classes) else "all"
             raise ConfigError(f"experience {experience.index} has classes without training samples (shots)",
                               field="shots", value=empty, expected="at least one training sample per class")
+        protos = session.means[classes]  # (M, D)
         if self.prototypes is None:
-            self.prototypes = torch.zeros(self.num_classes, x.shape[1], dtype=torch.float64)
-        sums = torch.zeros(self.num_classes, x.shape[1], dtype=torch.float64).index_add_(0, y, x)  # (C, D)
-        protos = sums[classes] / counts[:, None].double()  # (M, D) mean of unnormalised features
+            self.prototypes = torch.zeros(self.num_classes, protos.shape[1], dtype=torch.float64)
         if not self.base.any():
             self.prototypes[classes] = F.normalize(protos, dim=1)
             self.base[classes] = True
