@@ -53,32 +53,26 @@ def is_base_trained(spec: str) -> bool:
 
 def parse_spec(spec: str, *, where: str | None = None) -> BaseTrainingConfig:
     """``base-trained:resnet20,epochs=12`` -> BaseTrainingConfig(architecture="resnet20", epochs=12)."""
+    from clproto.config import from_mapping  # field and type checks shared with every definition file
+
     body = spec[len(PREFIX):]
     arch, *pairs = [p.strip() for p in body.split(",")]
     expected = "base-trained:ARCH[,key=value,...] with keys " + ", ".join(
         f.name for f in dataclasses.fields(BaseTrainingConfig) if f.name != "architecture")
-    kwargs: dict = {"architecture": arch}
-    names = {f.name: f for f in dataclasses.fields(BaseTrainingConfig)}
+    options: dict = {"architecture": arch}
     for pair in pairs:
         key, eq, raw = pair.partition("=")
         key = key.strip()
-        if not eq or key not in names or key == "architecture":
+        if not eq or key not in BaseTrainingConfig.__dataclass_fields__ or key == "architecture":
             raise ConfigError("malformed base-trained backbone option", where=where, field="backbone", value=spec,
                               expected=expected)
         try:
-            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+            options[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             raise ConfigError(f"option {key!r} has an unreadable value", where=where, field="backbone", value=spec,
                               expected="a TOML number or boolean") from None
-        default = names[key].default
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if type(value) is not type(default):
-            raise ConfigError(f"option {key!r} has the wrong type", where=where, field="backbone", value=spec,
-                              expected=f"{key}=<{type(default).__name__}>")
-        kwargs[key] = value
     try:
-        return BaseTrainingConfig(**kwargs)
+        return from_mapping(BaseTrainingConfig, options, where=where or "backbone")
     except ConfigError as exc:
         raise ConfigError(f"option {exc.field!r}: {exc.message}", where=where, field="backbone", value=spec,
                           expected=exc.expected) from None
