@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterator, Optional
 from clproto.config import (Override, ResolvedStrategy, check_overrides_used, config_hash, from_mapping,
                             load_scenario, load_strategy, parse_override, read_toml, to_plain)
 from clproto.errors import ConfigError
+from clproto.evaluation.results import write_text_atomic
 from clproto.scenarios.config import ScenarioConfig
 from clproto.strategies.base import Registry
 
@@ -490,13 +491,6 @@ def _exclusive(out: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def run_sweep(
     specs: list[RunSpec],
     *,
@@ -594,7 +588,7 @@ def _record(spec: RunSpec, outcome: Outcome, out: Path, summary: SweepSummary) -
         (folder / ERROR_FILE).unlink(missing_ok=True)
         summary.done.append(spec.label)
         return f"{spec.label}: final acc {100 * outcome['final_accuracy']:.2f}% ({outcome['seconds']:.1f}s)"
-    _write_text_atomic(folder / ERROR_FILE, f"{spec.label}\nconfig_hash: {spec.config_hash}\n\n"
+    write_text_atomic(folder / ERROR_FILE, f"{spec.label}\nconfig_hash: {spec.config_hash}\n\n"
                        f"{outcome['error']}\n\n{outcome.get('traceback', '')}")
     summary.failed.append((spec.label, outcome["error"], str(folder)))
     return f"{spec.label}: FAILED {outcome['error']}"

@@ -130,14 +130,19 @@ class RunResult:
             return cls.from_dict(json.load(fh))
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary file in the same folder, fsync, then rename over ``path``:
+    a reader (or a killed writer) only ever leaves the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, allow_nan=False)
-        fh.write("\n")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """JSON (indent 1, no NaN) written by :func:`write_text_atomic`."""
+    write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")

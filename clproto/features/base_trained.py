@@ -39,6 +39,7 @@ import torch
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
+from clproto.evaluation.results import write_text_atomic
 from clproto.features.backbone import extract_dataset_features
 from clproto.scenarios.scenario import Scenario
 from clproto.training.base_session import BaseTrainingConfig, TrainedBase, encode, train_base_session
@@ -177,9 +178,7 @@ def _write_log(path: Path, trained: TrainedBase, seconds: float, *, dataset: Dat
     log = {"config": dataclasses.asdict(trained.config), "dataset": dataset.name, "dataset_identity": dataset.identity,
            "base_classes": trained.classes, "base_train_samples": n_train, "train_seconds": seconds,
            "best_epoch": trained.best_epoch, "best_val_accuracy": trained.best_val_accuracy, "history": trained.history}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(log, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(log, indent=1))
 
 
 def base_trained_features(scenario: Scenario, spec: str, *, cache_dir: str | os.PathLike | None = None,

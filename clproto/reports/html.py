@@ -9,7 +9,7 @@ import base64
 import html
 from pathlib import Path
 
-from clproto.evaluation.results import RunResult
+from clproto.evaluation.results import RunResult, write_text_atomic
 from clproto.reports.figures import Figure
 from clproto.reports.tables import Table, to_html
 
@@ -65,10 +65,5 @@ def render_html(results: list[RunResult], tables: list[Table], figures: list[Fig
 
 
 def write_html(path: Path, results: list[RunResult], tables: list[Table], figures: list[Figure], **kw) -> Path:
-    import os
-
-    text = render_html(results, tables, figures, **kw)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, render_html(results, tables, figures, **kw))
     return path
