@@ -112,8 +112,6 @@ def load_plugins(specs: list[str]):
 
 
 def _setup(args) -> None:
-    import os
-
     if getattr(args, "no_progress", False):
         os.environ["CLPROTO_PROGRESS"] = "0"
     if getattr(args, "threads", None):
@@ -178,8 +176,7 @@ def cmd_report(args) -> int:
     from clproto.reports.build import markdown_table, write_report
     from clproto.reports.collect import load_results, summary_frame
 
-    if args.no_progress:
-        os.environ["CLPROTO_PROGRESS"] = "0"
+    _setup(args)
     results = load_results(args.runs)
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
     paths = write_report(results, out, title=args.title)
