@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<scenario>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field, e.g. scenario.train_per_class=50 or strategy.params.metric=cosine")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace runs whose folder holds a different configuration (default: refuse, naming the fields)")
     p.add_argument("--backbone", metavar="SPEC",
                    help="feature extractor for every features-strategy, e.g. torchscript:mobilenet_v1_1.0_224_imagenet.pt "
                         "or torchvision:resnet18 (same as --set strategy.backbone=SPEC)")
@@ -107,11 +109,17 @@ def load_plugins(specs: list[str]):
                 raise ConfigError(f"cannot import plugin: {exc}", where="--plugin", value=spec) from exc
         if not callable(getattr(module, "register", None)):
             raise ConfigError("plugin has no register(registry) function", where="--plugin", value=spec)
-        module.register(registry)
+        try:
+            module.register(registry)
+        except (ValueError, TypeError) as exc:  # a duplicate name, a malformed strategy class
+            raise ConfigError(f"register(registry) failed: {exc}", where="--plugin", value=spec,
+                              expected="unique names (see `clproto list`) and classes following the Strategy protocol") from None
     return registry
 
 
 def _setup(args) -> None:
+    if getattr(args, "threads", None) is not None and args.threads < 1:
+        raise ConfigError("must be at least 1", where="--threads", value=args.threads)
     if getattr(args, "no_progress", False):
         os.environ["CLPROTO_PROGRESS"] = "0"
     if getattr(args, "threads", None):
@@ -122,54 +130,61 @@ def _setup(args) -> None:
 
 # --------------------------------------------------------------------------- commands
 def cmd_run(args) -> int:
-    from clproto.config import Override, check_overrides_used, load_scenario, load_strategy, parse_override
-    from clproto.evaluation.results import RunResult
+    """A sweep of one grid, run in this process: finished runs are skipped, a failed run leaves error.txt."""
+    from clproto.config import load_scenario, load_strategy, read_toml
     from clproto.progress import progress_enabled
     from clproto.reports.build import markdown_table, write_report
-    from clproto.reports.collect import summary_frame
-    from clproto.runner import Runner
+    from clproto.reports.collect import load_results, summary_frame
+    from clproto.sweep import GridConfig, InProcessBackend, SweepConfig, check_out, expand_grid, run_sweep, worker_settings
 
     _setup(args)
     registry = load_plugins(args.plugin)
-    overrides = [parse_override(o) for o in args.overrides]
+    overrides = list(args.overrides)
     if args.backbone:  # --backbone SPEC: every features-strategy's backbone
-        overrides.append(Override("strategy", ("backbone",), args.backbone, f"--backbone {args.backbone}"))
+        overrides.append(f"strategy.backbone={args.backbone}")
     scenario_path = Path(args.scenario) if args.scenario else DEFAULTS / "split-digits.toml"
-    strategy_paths = [Path(s) for s in args.strategies] or sorted((DEFAULTS / "strategies").glob("*.toml"))
-    scenario = load_scenario(scenario_path, overrides=overrides)
-    strategies = [load_strategy(p, registry, overrides=overrides) for p in strategy_paths]
-    if not args.strategies:  # the default set: those applicable to this scenario's kind
-        strategies = [s for s in strategies if scenario.kind in registry.get(s.config.implementation).scenario_kinds]
-    names = [s.name for s in strategies]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError("two strategy definitions share a name", field="name", value=dupes[0],
-                          expected="a unique `name` per strategy in one comparison")
-    check_overrides_used(overrides, names, registry, strategies)
-    out = Path(args.out) if args.out else Path("runs") / scenario.name
-    runner = Runner(registry=registry, data_root=args.data_root, models_root=args.models_root,
-                    cache_dir=args.cache_dir, progress=progress_enabled())
-    # validate every run before starting any, so bad input writes nothing
-    for seed in args.seeds:
-        for s in strategies:
-            runner.check(scenario, s, seed, where=str(scenario_path))
-    t0 = time.perf_counter()
-    results: list[RunResult] = []
-    total = len(strategies) * len(args.seeds)
-    for seed in args.seeds:
-        for s in strategies:
-            r = runner.run(scenario, s, seed=seed, out_dir=out, where=str(scenario_path))
-            results.append(r)
-            note = f" [{'; '.join(r.notes)}]" if r.notes else ""
-            print(f"[{len(results)}/{total}] {scenario.name} / {s.name} / seed {seed}: "
-                  f"final acc {100 * r.metrics.final_accuracy:.2f}%  ({r.timings.total_s:.1f}s){note}", file=sys.stderr)
-    report_dir = out / "report"
-    write_report(results, report_dir)
-    print()
-    print(markdown_table(summary_frame(results)))
-    print(f"{len(results)} runs in {time.perf_counter() - t0:.1f}s. Results: {out}/  Report: {report_dir}/ "
-          f"(report.html, tables.md/.tex/.csv, *.png)")
+    strategy_paths = [Path(s) for s in args.strategies]
+    for p in strategy_paths:  # a second scenario among the strategies: say what to use instead
+        if "scenario" in read_toml(p) and "strategy" not in read_toml(p):
+            raise ConfigError("is a scenario definition: `clproto run` takes one scenario and then strategies",
+                              where=str(p), expected="`clproto sweep --scenario A.toml B.toml --strategy S.toml ...` "
+                                                     "to run several scenarios")
+    if not strategy_paths:  # the default set: the built-in definitions applicable to this scenario's kind
+        kind = load_scenario(scenario_path).kind
+        strategy_paths = [p for p in sorted((DEFAULTS / "strategies").glob("*.toml"))
+                          if kind in registry.get(load_strategy(p, registry).config.implementation).scenario_kinds]
+    grid = GridConfig(scenarios=[str(scenario_path.resolve())], strategies=[str(p.resolve()) for p in strategy_paths])
+    specs = expand_grid(SweepConfig(), [grid], registry=registry, where=str(scenario_path),
+                        extra_overrides=overrides, seeds=list(args.seeds))
+    out = check_out(Path(args.out) if args.out else Path("runs") / specs[0].scenario)
+    threads = args.threads or _torch_threads()
+    settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,
+                               models_root=args.models_root, cache_dir=args.cache_dir, progress=progress_enabled())
+    summary = run_sweep(specs, out=out, backend=InProcessBackend(threads=threads), settings=settings,
+                        progress=progress_enabled(), summary_name=None, overwrite=args.overwrite, desc="run",
+                        announce=False)
+    results = load_results([out]) if summary.done or summary.skipped else []
+    if results:  # the report covers every result under --out, not only this invocation's
+        report_dir = out / "report"
+        write_report(results, report_dir)
+        print()
+        print(markdown_table(summary_frame(results)))
+    line = (f"{summary.total} runs: {len(summary.done)} done, {len(summary.skipped)} already finished (skipped), "
+            f"{len(summary.failed)} failed, in {summary.seconds:.1f}s.")
+    print(line + (f" Results: {out}/  Report: {out / 'report'}/ (report.html, tables.md/.tex/.csv, *.png)"
+                  if results else ""))
+    if summary.failed:
+        print(f"clproto: {len(summary.failed)} run(s) failed: " + "; ".join(
+            f"{label}: {error} (see {Path(folder) / 'error.txt'})" for label, error, folder in summary.failed),
+            file=sys.stderr)
+        return 1
     return 0
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def cmd_report(args) -> int:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -48,11 +50,23 @@ def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError("file not found", where=str(path))
+    if path.is_dir():
+        raise ConfigError("is a folder, not a definition file", where=str(path), expected="a .toml file")
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file ({exc.strerror or exc})", where=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte {raw[exc.start]:#04x} on line {line})", where=str(path),
+                          expected="a TOML file saved as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from exc
+        raise ConfigError(f"not valid TOML: {exc}", where=str(path)) from None
 
 
 def parse_override(text: str) -> Override:
@@ -79,6 +93,35 @@ def _apply(data: dict, ov: Override) -> dict:
 
 
 # --------------------------------------------------------------------------- typed conversion
+NAME_CHARS = "letters, digits and . _ - @ = ,"
+_NAME_RE = re.compile(r"[A-Za-z0-9_@=,.-]+")
+_LABEL_BAD = re.compile(r"[^A-Za-z0-9_@=,.-]")
+
+
+def check_name(name: Any, *, where: str, field: str = "name") -> str:
+    """A scenario or strategy name: it becomes a folder name, so no path separators and no leading dot."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.startswith(".") or len(name) > 200:
+        raise ConfigError("not a valid name (it becomes a folder name under --out)", where=where, field=field,
+                          value=name, expected=f"1-200 {NAME_CHARS}, not starting with a dot")
+    return name
+
+
+def label_value(value: Any) -> str:
+    """An override value as it appears in a name (``teen@alpha=0.25``): other characters become ``_``."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return _LABEL_BAD.sub("_", text)
+
+
+def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted fields where two plain configurations differ, as ``field: a vs b`` lines."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += config_diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [f"{prefix.rstrip('.')}: {json.dumps(a)} vs {json.dumps(b)}"]
+
+
 def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:
@@ -123,6 +166,9 @@ def from_mapping(cls: type, data: Mapping[str, Any], *, where: str, prefix: str 
             raise ConfigError("wrong type", where=where, field=prefix + name, value=value, expected=_describe(tp))
         if tp is float and isinstance(value, int):
             value = float(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError("not a finite number", where=where, field=prefix + name, value=value,
+                              expected="a finite number (inf and nan are not valid settings)")
         kwargs[name] = value
     missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
@@ -132,6 +178,8 @@ def from_mapping(cls: type, data: Mapping[str, Any], *, where: str, prefix: str 
         return cls(**kwargs)
     except ConfigError as exc:
         raise ConfigError(exc.message, where=where, field=prefix + (exc.field or ""), value=exc.value, expected=exc.expected) from None
+    except (ValueError, TypeError) as exc:  # a Config's own __post_init__ check
+        raise ConfigError(f"invalid value ({exc})", where=where, field=prefix.rstrip(".") or None) from None
 
 
 def to_plain(obj: Any) -> Any:
@@ -157,6 +205,9 @@ def _section(raw: dict, section: str, where: str) -> dict:
         raise ConfigError(f"unknown table [{extra[0]}]", where=where, expected=f"a single [{section}] table")
     if section not in raw:
         raise ConfigError(f"missing [{section}] table", where=where)
+    if not isinstance(raw[section], dict):
+        raise ConfigError(f"`{section}` is not a single table", where=where, field=section,
+                          expected=f"one [{section}] table (not [[{section}]], an array of tables)")
     return raw[section]
 
 
@@ -166,7 +217,9 @@ def scenario_from_dict(data: Mapping[str, Any], *, where: str = "scenario", over
         if ov.target == "scenario":
             data = _apply(data, ov)
             where = f"{where} (with --set {ov.text})"
-    return from_mapping(ScenarioConfig, data, where=where)
+    config = from_mapping(ScenarioConfig, data, where=where)
+    check_name(config.name, where=where)
+    return config
 
 
 def load_scenario(path: str | Path, *, overrides: list[Override] = ()) -> ScenarioConfig:
@@ -200,12 +253,17 @@ def strategy_from_dict(data: Mapping[str, Any], registry: Registry, *, where: st
     name = data.get("name")
     for ov in overrides:
         if ov.target == "strategy" or (ov.target == name and ov.target != "scenario"):
+            if ov.target == "strategy" and ov.path == ("backbone",):
+                impl = registry.get(str(data.get("implementation", name)), where=where)
+                if impl.cls.input_kind != "features":
+                    continue  # a strategy-wide backbone applies to the strategies that read features
             if ov.path[0] == "params" and len(ov.path) == 2:
                 impl = registry.get(str(data.get("implementation", name)), where=where)
                 if ov.path[1] not in {f.name for f in dataclasses.fields(impl.cls.Config)} and ov.target == "strategy":
                     continue  # a strategy-wide param override applies to strategies that have the field
             data = _apply(data, ov)
     cfg = from_mapping(StrategyConfig, data, where=where)
+    check_name(cfg.name, where=where)
     entry = registry.get(cfg.implementation, where=where)
     params = from_mapping(entry.cls.Config, cfg.params, where=where, prefix="params.")
     return ResolvedStrategy(config=cfg, params=params, where=where, defined_name=str(name or cfg.name))

@@ -41,3 +41,10 @@ class ConfigError(ValueError):
         if expected:
             text += f"; expected {expected}"
         super().__init__(text)
+
+    def located(self, where: str) -> "ConfigError":
+        """The same error (same class) naming ``where`` — for errors raised below the layer that knows the file."""
+        if self.where:
+            return self
+        err = type(self)(self.message, where=where, field=self.field, value=self.value, expected=self.expected)
+        return err

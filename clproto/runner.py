@@ -51,7 +51,25 @@ def versions() -> dict:
 
 
 def run_dir(out: str | os.PathLike, scenario: str, strategy: str, seed: int) -> Path:
-    return Path(out) / scenario / strategy / f"seed{seed}"
+    """``<out>/<scenario>/<strategy>/seed<k>``; names are checked, and the folder must lie under ``out``."""
+    folder = Path(out) / scenario / strategy / f"seed{seed}"
+    root = Path(out).resolve()
+    if root not in folder.resolve().parents or any(n in ("", ".", "..") or "/" in n or "\\" in n
+                                                   for n in (scenario, strategy)):
+        raise ConfigError("a run folder would lie outside the output folder", where=str(out),
+                          value=f"{scenario}/{strategy}", expected="scenario and strategy names without path parts")
+    return folder
+
+
+def build_model(entry, strategy: ResolvedStrategy, *, num_classes: int, seed: int):
+    """Instantiate a strategy; its own checks of parameters (ValueError/TypeError) name the definition file."""
+    try:
+        return entry.cls(config=strategy.params, num_classes=num_classes, seed=seed)
+    except ConfigError as exc:
+        raise exc.located(strategy.where) from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"strategy {strategy.name!r} rejected its parameters: {exc}", where=strategy.where,
+                          field="params") from None
 
 
 def resolved_config(scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: int) -> dict:
@@ -111,6 +129,7 @@ class Runner:
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
         if hasattr(entry.cls, "check_scenario"):
             entry.cls.check_scenario(sc, strategy.params, where=where)
+        build_model(entry, strategy, num_classes=sc.num_classes, seed=seed)  # its own parameter checks
         if entry.cls.input_kind == "features":
             if is_base_trained(strategy.config.backbone):
                 parse_spec(strategy.config.backbone, where=strategy.where)
@@ -138,13 +157,13 @@ class Runner:
             write_json_atomic(folder / "config.json", {**config, "config_hash": chash})
 
         torch.manual_seed(seed)
-        model = entry.cls(config=strategy.params, num_classes=sc.num_classes, seed=seed)
+        model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed)
         evaluator = Evaluator(sc, batch_size=self.eval_batch_size)
         steps: list[StepEvaluation] = []
         start = 0
         ckpt = folder / CHECKPOINT if folder is not None and hasattr(model, "state_dict") else None
-        if ckpt is not None and ckpt.exists():
-            state = torch.load(ckpt, weights_only=False)
+        state = _load_checkpoint(ckpt, notes) if ckpt is not None and ckpt.exists() else None
+        if state is not None:
             if state.get("config_hash") == chash:
                 model.load_state_dict(state["strategy"])
                 steps = [StepEvaluation(**s) for s in state["steps"]]
@@ -154,7 +173,10 @@ class Runner:
                 notes.append(f"resumed from checkpoint after experience {start - 1}")
         for exp in list(sc)[start:]:
             t0 = time.perf_counter()
-            model.fit_experience(exp)
+            try:
+                model.fit_experience(exp)
+            except ConfigError as exc:  # e.g. training diverged: name the strategy definition
+                raise exc.located(strategy.where) from None
             timings.fit_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             steps.append(evaluator.evaluate(model.predict_scores, exp.index))
@@ -187,6 +209,20 @@ class Runner:
             if ckpt is not None:
                 ckpt.unlink(missing_ok=True)
         return result
+
+
+def _load_checkpoint(path: Path, notes: list[str]) -> Optional[dict]:
+    """A run checkpoint loaded weights-only (no code runs); an unreadable one is deleted and the run restarts."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not {"config_hash", "strategy", "steps", "timings", "torch_rng"} <= set(state):
+            raise ValueError("not a clproto checkpoint")
+        return state
+    except Exception as exc:  # truncated, foreign, or a pickle that would run code: never trusted
+        path.unlink(missing_ok=True)
+        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        notes.append(f"discarded an unreadable checkpoint ({type(exc).__name__}: {reason}); the run restarted")
+        return None
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

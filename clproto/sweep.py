@@ -48,8 +48,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from clproto.config import (Override, ResolvedStrategy, check_overrides_used, config_hash, from_mapping,
-                            load_scenario, load_strategy, parse_override, read_toml, to_plain)
+from clproto.config import (Override, ResolvedStrategy, check_name, check_overrides_used, config_diff, config_hash,
+                            from_mapping, label_value, load_scenario, load_strategy, parse_override, read_toml,
+                            to_plain)
 from clproto.errors import ConfigError
 from clproto.evaluation.results import write_text_atomic
 from clproto.scenarios.config import ScenarioConfig
@@ -88,6 +89,8 @@ class RunSpec:
     config: dict  # clproto.runner.resolved_config(...): scenario dict, strategy dict, seed
     config_hash: str  # config_hash(config)
     where: str  # the definition files, for messages
+    scenario_where: str = ""  # the scenario definition file
+    strategy_where: str = ""  # the strategy definition file
 
     def folder(self, out: str | os.PathLike) -> Path:
         from clproto.runner import run_dir
@@ -120,6 +123,23 @@ def _resolve_path(p: Any, base: Path, *, where: str, field_name: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
+MAX_SEED = 2**63 - 1
+
+
+def check_seeds(seeds: list, *, where: str, field: Optional[str] = None,
+                log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> list[int]:
+    """Seeds are integers in [0, 2^63 - 1]; a repeated seed is run once (and said so)."""
+    for s in seeds:
+        if not isinstance(s, int) or isinstance(s, bool) or not 0 <= s <= MAX_SEED:
+            raise ConfigError("not a valid seed", where=where, field=field, value=s,
+                              expected=f"an integer from 0 to 2^63 - 1 ({MAX_SEED})")
+    unique = list(dict.fromkeys(seeds))
+    if len(unique) < len(seeds):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        log(f"clproto: note: seed(s) {', '.join(map(str, repeated))} given more than once ({where}); each runs once")
+    return unique
+
+
 def _vary_axes(vary: dict, *, where: str, prefix: str) -> list[list[Override]]:
     axes = []
     for key, values in vary.items():
@@ -131,11 +151,6 @@ def _vary_axes(vary: dict, *, where: str, prefix: str) -> list[list[Override]]:
     return axes
 
 
-def _label(ov: Override) -> str:
-    value = ov.value if isinstance(ov.value, str) else json.dumps(ov.value, separators=(",", ":"))
-    return f"{ov.path[-1]}={value}".replace("/", "_").replace(" ", "")  # part of a folder name
-
-
 def expand_grid(
     sweep: SweepConfig,
     grids: list[GridConfig],
@@ -145,6 +160,7 @@ def expand_grid(
     where: str = "sweep",
     extra_overrides: list[str] = (),
     seeds: Optional[list[int]] = None,
+    log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
 ) -> list[RunSpec]:
     """Every run of the sweep, in a stable order, de-duplicated; bad definitions are ConfigErrors."""
     from clproto.runner import resolved_config
@@ -161,18 +177,15 @@ def expand_grid(
             if not items:
                 raise ConfigError("empty list: the grid has no runs", where=where, field=prefix + name,
                                   expected=f"at least one of {name}")
-        for s in grid_seeds:
-            if not isinstance(s, int) or isinstance(s, bool):
-                raise ConfigError("a seed must be an integer", where=where, field=prefix + "seeds", value=s)
+        grid_seeds = check_seeds(grid_seeds, where=where if not seeds else "--seeds",
+                                 field=prefix + "seeds" if not seeds else None, log=log)
         fixed = [parse_override(o) for o in [*sweep.set, *grid.set, *extra_overrides]]
         sc_paths = [_resolve_path(p, base, where=where, field_name=prefix + "scenarios") for p in grid.scenarios]
         st_paths = [_resolve_path(p, base, where=where, field_name=prefix + "strategies") for p in grid.strategies]
-        base_sc = {p: load_scenario(p, overrides=fixed) for p in sc_paths}
-        base_st = {p: load_strategy(p, registry, overrides=fixed) for p in st_paths}
         for combo in itertools.product(*_vary_axes(grid.vary, where=where, prefix=prefix)):
             overrides = [*fixed, *combo]
-            scenarios = [_named_scenario(p, base_sc[p], fixed, combo) for p in sc_paths]
-            strategies = [_named_strategy(p, base_st[p], fixed, combo, registry) for p in st_paths]
+            scenarios = [named_scenario(p, overrides) for p in sc_paths]
+            strategies = [named_strategy(p, overrides, registry) for p in st_paths]
             names = [s.name for s in strategies]
             check_overrides_used(overrides, names, registry, strategies)
             for sc, sc_path in zip(scenarios, sc_paths):
@@ -180,7 +193,7 @@ def expand_grid(
                     for seed in grid_seeds:
                         config = resolved_config(sc, st, seed)
                         spec = RunSpec(sc.name, st.name, seed, to_plain(config), config_hash(config),
-                                       f"{sc_path} + {st_path}")
+                                       f"{sc_path} + {st_path}", str(sc_path), str(st_path))
                         key = (spec.scenario, spec.strategy, seed)
                         if key in specs and specs[key].config_hash != spec.config_hash:
                             raise ConfigError(
@@ -191,49 +204,114 @@ def expand_grid(
     return list(specs.values())
 
 
-def _named_scenario(path: Path, base: ScenarioConfig, fixed: list[Override], combo: tuple[Override, ...]) -> ScenarioConfig:
-    labels = [_label(ov) for ov in combo if ov.target == "scenario" and load_scenario(path, overrides=[*fixed, ov]) != base]
-    sc = load_scenario(path, overrides=[*fixed, *combo]) if combo else base
-    return replace(sc, name=f"{sc.name}@{','.join(labels)}") if labels else sc
+def _value_at(d: Any, path: tuple[str, ...]) -> Any:
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return "<absent>"
+        d = d[k]
+    return d
 
 
-def _named_strategy(path: Path, base: ResolvedStrategy, fixed: list[Override], combo: tuple[Override, ...],
-                    registry: Registry) -> ResolvedStrategy:
-    labels = [_label(ov) for ov in combo if ov.target != "scenario"
-              and load_strategy(path, registry, overrides=[*fixed, ov]).to_dict() != base.to_dict()]
-    st = load_strategy(path, registry, overrides=[*fixed, *combo]) if combo else base
+def override_labels(plain: dict, final: dict, overrides: list[Override]) -> list[str]:
+    """``field=value`` for each overridden field whose final value differs from the definition's own.
+
+    ``plain`` / ``final``: the definition without / with the overrides, as plain dicts. An override
+    that sets ``name`` explicitly means the user named the result: no labels are added then.
+    """
+    if plain.get("name") != final.get("name"):
+        return []
+    labels, seen = [], set()
+    for ov in overrides:
+        if ov.path in seen:
+            continue
+        seen.add(ov.path)
+        if _value_at(plain, ov.path) != _value_at(final, ov.path):
+            labels.append(f"{ov.path[-1]}={label_value(_value_at(final, ov.path))}")
+    return labels
+
+
+def with_labels(name: str, labels: list[str], *, where: str) -> str:
+    """``name@a=1,b=2`` — the name a run folder and a table row get when overrides change a definition."""
+    return check_name(f"{name}@{','.join(labels)}" if labels else name, where=where)
+
+
+def named_scenario(path: Path, overrides: list[Override]) -> ScenarioConfig:
+    """The scenario of ``path`` with ``overrides``, renamed by the fields they change (see :func:`override_labels`)."""
+    plain = load_scenario(path)
+    sc = load_scenario(path, overrides=overrides) if overrides else plain
+    labels = override_labels(to_plain(plain), to_plain(sc), [ov for ov in overrides if ov.target == "scenario"])
+    return replace(sc, name=with_labels(sc.name, labels, where=str(path))) if labels else sc
+
+
+def named_strategy(path: Path, overrides: list[Override], registry: Registry) -> ResolvedStrategy:
+    """The strategy of ``path`` with ``overrides``, renamed by the fields they change."""
+    plain = load_strategy(path, registry)
+    st = load_strategy(path, registry, overrides=overrides) if overrides else plain
+    labels = override_labels(plain.to_dict(), st.to_dict(), [ov for ov in overrides if ov.target != "scenario"])
     if not labels:
         return st
-    return replace(st, config=replace(st.config, name=f"{st.name}@{','.join(labels)}"))
+    return replace(st, config=replace(st.config, name=with_labels(st.name, labels, where=str(path))))
 
 
 # --------------------------------------------------------------------------- planning (no run yet)
-def _recorded_hash(folder: Path) -> Optional[tuple[str, Path]]:
-    """The configuration hash recorded in a run folder (results.json first, else config.json)."""
+def _recorded(folder: Path) -> Optional[tuple[dict, Path]]:
+    """The run file recorded in a folder (results.json first, else config.json), as a dict with its path."""
     for name in ("results.json", "config.json"):
         f = folder / name
         if f.exists():
             try:
-                with open(f) as fh:
-                    return json.load(fh).get("config_hash"), f
-            except (json.JSONDecodeError, OSError, AttributeError) as exc:
+                with open(f, encoding="utf-8") as fh:
+                    data = json.load(fh)
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+                return data, f
+            except (ValueError, OSError) as exc:
                 raise ConfigError(f"unreadable run file ({exc})", where=str(f),
-                                  expected="a file written by clproto; delete the folder to redo the run") from exc
+                                  expected="a file written by clproto; delete the folder (or use --overwrite) "
+                                           "to redo the run") from None
     return None
 
 
-def plan(specs: list[RunSpec], out: str | os.PathLike) -> tuple[list[RunSpec], list[RunSpec]]:
-    """Split ``specs`` into (to run, finished). A folder holding another configuration is an error."""
-    todo, finished = [], []
+RUN_FILES = ("results.json", "config.json", ERROR_FILE, "checkpoint.pt")
+
+
+def plan(specs: list[RunSpec], out: str | os.PathLike, *, overwrite: bool = False,
+         remove: bool = True) -> tuple[list[RunSpec], list[RunSpec]]:
+    """Split ``specs`` into (to run, finished).
+
+    A folder holding another configuration is an error naming the fields that differ, unless
+    ``overwrite``: then its run files are removed (only those: results.json, config.json, error.txt,
+    checkpoint.pt) and the run is redone (``remove=False``: only planned, nothing removed).
+    """
+    todo, finished, conflicts = [], [], []
     for spec in specs:
         folder = spec.folder(out)
-        recorded = _recorded_hash(folder)
-        if recorded is not None and recorded[0] != spec.config_hash:
-            raise ConfigError(
-                f"the output folder holds a different configuration under the same name "
-                f"(hash {recorded[0]}, this sweep's is {spec.config_hash})",
-                where=str(recorded[1]), expected="another --out folder, or delete that run folder to replace it")
+        try:
+            recorded = _recorded(folder)
+        except ConfigError:
+            if not overwrite:
+                raise
+            recorded = ({"config_hash": None}, folder)
+        if recorded is not None and recorded[0].get("config_hash") != spec.config_hash:
+            if not overwrite:
+                conflicts.append((spec, recorded))
+                continue
+            if not remove:
+                todo.append(spec)
+                continue
+            for name in RUN_FILES:
+                (folder / name).unlink(missing_ok=True)
         (finished if (folder / "results.json").exists() else todo).append(spec)
+    if conflicts:
+        spec, (data, path) = conflicts[0]
+        recorded_config = data["config"] if "config" in data else {k: v for k, v in data.items() if k != "config_hash"}
+        diff = config_diff(recorded_config, spec.config)
+        shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
+        more = f" ({len(conflicts)} runs conflict; the first is shown)" if len(conflicts) > 1 else ""
+        raise ConfigError(
+            f"the output folder holds a run of the same name with a different configuration{more}: "
+            f"{shown or 'config hash ' + str(data.get('config_hash'))} (recorded vs this run)",
+            where=str(path), expected="another --out folder, or --overwrite to replace those runs")
     return todo, finished
 
 
@@ -257,7 +335,7 @@ def _runner(settings: dict):
         registry = load_plugins(list(settings["plugins"]))
         _STATE.clear()  # one configuration per process: free datasets of an earlier one
         _STATE[key] = Runner(registry=registry, data_root=settings["data_root"], models_root=settings["models_root"],
-                             cache_dir=settings["cache_dir"], progress=False)
+                             cache_dir=settings["cache_dir"], progress=bool(settings.get("progress", False)))
     return _STATE[key]
 
 
@@ -265,18 +343,18 @@ def _scenario(data: dict) -> ScenarioConfig:
     return from_mapping(ScenarioConfig, data, where=f"scenario {data.get('name')!r}")
 
 
-def _strategy(runner, data: dict) -> ResolvedStrategy:
+def _strategy(runner, data: dict, where: Optional[str] = None) -> ResolvedStrategy:
     from clproto.config import strategy_from_dict
 
-    return strategy_from_dict(data, runner.registry, where=f"strategy {data.get('name')!r}")
+    return strategy_from_dict(data, runner.registry, where=where or f"strategy {data.get('name')!r}")
 
 
 def _prepare(runner, part: dict, is_base_trained: Callable[[str], bool]) -> None:
     """Build one scenario for each seed, check its strategies, and compute the features they need."""
     scenario = _scenario(part["scenario"])
     first = [runner.scenario(scenario, seed=seed, where=part["where"]) for seed in part["seeds"]][0]
-    for st_dict in part["strategies"]:
-        strategy = _strategy(runner, st_dict)
+    for st_dict, st_where in zip(part["strategies"], part.get("strategy_where") or [None] * len(part["strategies"])):
+        strategy = _strategy(runner, st_dict, where=st_where)
         runner.check(scenario, strategy, part["seeds"][0], where=part["where"])
         if runner.registry.get(strategy.config.implementation).cls.input_kind != "features":
             continue
@@ -301,13 +379,14 @@ def execute(task: dict, settings: dict) -> dict:
                 _prepare(runner, part, is_base_trained)
             return {"status": "done", "seconds": time.perf_counter() - t0}
         config = task["config"]
-        scenario, strategy = _scenario(config["scenario"]), _strategy(runner, config["strategy"])
+        scenario = _scenario(config["scenario"])
+        strategy = _strategy(runner, config["strategy"], where=task.get("strategy_where"))
         out = task["out"] if task["write"] else None
         result = runner.run(scenario, strategy, seed=int(config["seed"]), out_dir=out, where=task["where"])
         if result.config_hash != task["config_hash"]:
             raise RuntimeError(f"resolved configuration hash {result.config_hash} != planned {task['config_hash']}")
         return {"status": "done", "seconds": time.perf_counter() - t0, "final_accuracy": result.metrics.final_accuracy,
-                "result": None if task["write"] else result.to_dict()}
+                "notes": list(result.notes), "result": None if task["write"] else result.to_dict()}
     except ConfigError as exc:
         return {"status": "config-error", "error": str(exc), "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - t0}
@@ -342,6 +421,36 @@ def _init_local_worker(threads: int, driver_pid: int) -> None:
 # --------------------------------------------------------------------------- backends
 Outcome = dict
 TaskFn = Callable[[dict, dict], Outcome]
+
+
+class InProcessBackend:
+    """Every task in this process, one after the other (``clproto run``, and tests).
+
+    Its runner is fresh for each invocation (datasets and features stay loaded across its runs only).
+    """
+
+    name = "in-process"
+    writes_results = True
+
+    def __init__(self, *, threads: int) -> None:
+        self.threads = threads
+
+    def start(self) -> None:
+        _STATE.clear()
+
+    def check(self) -> None:
+        if self.threads < 1:
+            raise ConfigError("must be at least 1", where="--threads", value=self.threads)
+
+    def describe(self) -> str:
+        return f"in this process, {self.threads} torch thread(s)"
+
+    def map_unordered(self, fn: TaskFn, tasks: list[dict], settings: dict) -> Iterator[tuple[dict, Outcome]]:
+        for task in tasks:
+            yield task, fn(task, settings)
+
+    def close(self) -> None:
+        _STATE.clear()  # free the datasets
 
 
 class LocalBackend:
@@ -417,11 +526,12 @@ class LocalBackend:
 
 
 def worker_settings(*, plugins: list[str] = (), threads: int = 1, data_root: Optional[str] = None,
-                    models_root: Optional[str] = None, cache_dir: Optional[str] = None) -> dict:
+                    models_root: Optional[str] = None, cache_dir: Optional[str] = None, progress: bool = False) -> dict:
     """What every worker needs, with absolute paths (remote workers do not share our working directory)."""
     from clproto.data import paths
 
     return {"plugins": [str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins], "threads": threads,
+            "progress": progress,
             "data_root": str(paths.data_root(data_root).resolve()),
             "models_root": str(paths.models_root(models_root).resolve()),
             "cache_dir": str(paths.cache_root(cache_dir).resolve())}
@@ -461,13 +571,30 @@ def _prepare_tasks(todo: list[RunSpec]) -> list[dict]:
         task = tasks.setdefault(sc["dataset"], {"kind": "prepare", "dataset": sc["dataset"], "scenarios": []})
         key = config_hash(sc)
         if key not in parts:
-            parts[key] = {"scenario": sc, "seeds": [], "strategies": [], "where": spec.where.split(" + ")[0]}
+            parts[key] = {"scenario": sc, "seeds": [], "strategies": [], "strategy_where": [],
+                          "where": spec.scenario_where or spec.where.split(" + ")[0]}
             task["scenarios"].append(parts[key])
         if spec.seed not in parts[key]["seeds"]:
             parts[key]["seeds"].append(spec.seed)
         if spec.config["strategy"] not in parts[key]["strategies"]:
             parts[key]["strategies"].append(spec.config["strategy"])
+            parts[key]["strategy_where"].append(spec.strategy_where or spec.where)
     return list(tasks.values())
+
+
+def check_out(out: Path) -> Path:
+    """An output folder that is (or can become) a writable folder; checked before anything runs."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError("exists and is not a folder", where="--out", value=str(out), expected="a folder path")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot create the folder: {parent} is a file", where="--out", value=str(out))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"not writable ({parent})", where="--out", value=str(out),
+                          expected="a folder you can write to")
+    return out
 
 
 @contextmanager
@@ -499,12 +626,16 @@ def run_sweep(
     settings: dict,
     progress: bool = True,
     log: Optional[Callable[[str], None]] = None,
-    summary_name: str = SUMMARY_FILE,
+    summary_name: Optional[str] = SUMMARY_FILE,
+    overwrite: bool = False,
+    desc: str = "sweep",
+    announce: bool = True,
 ) -> SweepSummary:
     """Run every unfinished spec on ``backend``; record failures; return the summary.
 
     ``settings``: plugins, data_root, models_root, cache_dir, threads (what each worker needs).
-    The summary is also written to ``<out>/<summary_name>`` (the CLI uses ``sweep-<sweep file stem>.json``).
+    The summary is also written to ``<out>/<summary_name>`` (the CLI uses ``sweep-<sweep file stem>.json``;
+    ``None``: not written). ``overwrite``: replace runs whose folder holds another configuration.
     Raises ConfigError (before any run starts) for conflicting output folders or definitions
     that fail to build (unknown dataset, class counts that do not add up, unknown backbone).
     """
@@ -517,34 +648,44 @@ def run_sweep(
     if not specs:
         raise ConfigError("the sweep has no runs", expected="at least one scenario, strategy and seed")
     backend.check()  # e.g. an unreachable Ray address: an error before anything is written
-    with _exclusive(out):  # one sweep at a time per output folder
-        todo, finished = plan(specs, out)
-        summary = SweepSummary(total=len(specs), done=[], skipped=[s.label for s in finished], failed=[],
-                               seconds=0.0, backend=backend.name)
-        log(f"sweep: {len(specs)} runs, {len(todo)} to run, {len(finished)} already finished ({backend.describe()})")
-        if todo:
-            backend.start()
-            try:
-                _prepare_all(backend, todo, settings, progress=progress, log=log)
-                for spec in todo:
-                    _clean_partial(spec.folder(out))
-                tasks = [{"kind": "run", "index": i, "config": spec.config, "config_hash": spec.config_hash,
-                          "where": spec.where, "out": str(out.resolve()), "write": backend.writes_results}
-                         for i, spec in enumerate(todo)]
-                bar = progress_bar(backend.map_unordered(execute, tasks, settings), desc="sweep", total=len(tasks),
+    todo, finished = plan(specs, out, overwrite=overwrite, remove=False)  # conflicts: an error before any write
+    if announce:
+        log(f"{desc}: {len(specs)} runs, {len(todo)} to run, {len(finished)} already finished ({backend.describe()})")
+    summary = SweepSummary(total=len(specs), done=[], skipped=[s.label for s in finished], failed=[],
+                           seconds=0.0, backend=backend.name)
+    started = bool(todo)
+    if started:
+        backend.start()
+    try:
+        if todo:  # definition errors surface here, before anything is written under `out`
+            _prepare_all(backend, todo, settings, progress=progress, log=log)
+        with _exclusive(out):  # one sweep at a time per output folder
+            todo, finished = plan(specs, out, overwrite=overwrite)  # again: another sweep may have finished some
+            summary.skipped = [s.label for s in finished]
+            for spec in todo:
+                _clean_partial(spec.folder(out))
+            tasks = [{"kind": "run", "index": i, "config": spec.config, "config_hash": spec.config_hash,
+                      "where": spec.where, "strategy_where": spec.strategy_where,
+                      "out": str(out.resolve()), "write": backend.writes_results}
+                     for i, spec in enumerate(todo)]
+            if tasks:
+                bar = progress_bar(backend.map_unordered(execute, tasks, settings), desc=desc, total=len(tasks),
                                    enabled=progress, unit="run")
                 for n, (task, outcome) in enumerate(bar, start=1):
                     line = _record(todo[task["index"]], outcome, out, summary)
                     log(f"[{n}/{len(tasks)}] {line}")
-            finally:
-                backend.close()
-        summary.seconds = time.perf_counter() - t0
-        write_json_atomic(out / summary_name, {
-            "total": summary.total, "done": summary.done, "skipped": summary.skipped,
-            "failed": [{"run": lbl, "error": e, "folder": f} for lbl, e, f in summary.failed],
-            "seconds": summary.seconds, "backend": summary.backend,
-            "runs": [{"run": s.label, "folder": str(s.folder(out)), "config_hash": s.config_hash} for s in specs],
-        })
+            summary.seconds = time.perf_counter() - t0
+            if summary_name is not None:
+                write_json_atomic(out / summary_name, {
+                    "total": summary.total, "done": summary.done, "skipped": summary.skipped,
+                    "failed": [{"run": lbl, "error": e, "folder": f} for lbl, e, f in summary.failed],
+                    "seconds": summary.seconds, "backend": summary.backend,
+                    "runs": [{"run": s.label, "folder": str(s.folder(out)), "config_hash": s.config_hash}
+                             for s in specs],
+                })
+    finally:
+        if started:
+            backend.close()
     return summary
 
 
@@ -569,7 +710,7 @@ def _prepare_all(backend, todo: list[RunSpec], settings: dict, *, progress: bool
     for task, outcome in bar:
         names = ", ".join(repr(p["scenario"].get("name")) for p in task["scenarios"])
         if outcome["status"] == "config-error":
-            raise ConfigError(f"cannot prepare {names}: {outcome['error']}", where=task["scenarios"][0]["where"])
+            raise ConfigError(outcome["error"])  # already names the file, field and value
         if outcome["status"] == "failed":
             log(f"sweep: preparing {names} failed ({outcome['error']}); their runs will record their own errors")
         else:
@@ -587,7 +728,8 @@ def _record(spec: RunSpec, outcome: Outcome, out: Path, summary: SweepSummary) -
             RunResult.from_dict(outcome["result"]).save(folder / "results.json")
         (folder / ERROR_FILE).unlink(missing_ok=True)
         summary.done.append(spec.label)
-        return f"{spec.label}: final acc {100 * outcome['final_accuracy']:.2f}% ({outcome['seconds']:.1f}s)"
+        notes = f" [{'; '.join(outcome['notes'])}]" if outcome.get("notes") else ""
+        return f"{spec.label}: final acc {100 * outcome['final_accuracy']:.2f}% ({outcome['seconds']:.1f}s){notes}"
     write_text_atomic(folder / ERROR_FILE, f"{spec.label}\nconfig_hash: {spec.config_hash}\n\n"
                        f"{outcome['error']}\n\n{outcome.get('traceback', '')}")
     summary.failed.append((spec.label, outcome["error"], str(folder)))
@@ -620,6 +762,8 @@ def add_parser(sub, common: Callable) -> None:
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (HOST:PORT, ray://HOST:PORT or auto); "
                                                      "default: start a local Ray")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are finished; run nothing")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace runs whose folder holds a different configuration (default: refuse, naming the fields)")
     common(p)
 
 
@@ -637,6 +781,8 @@ def _parse_vary(texts: list[str]) -> dict:
 def cmd_sweep(args, *, registry: Registry) -> int:
     from clproto.progress import progress_enabled
 
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError("must be at least 1", where="--jobs", value=args.jobs)
     if args.sweep:
         path = Path(args.sweep)
         sweep, grids = load_sweep(path)
@@ -650,17 +796,15 @@ def cmd_sweep(args, *, registry: Registry) -> int:
     grids = [replace(g, vary={**g.vary, **vary}) for g in grids]
     specs = expand_grid(sweep, grids, registry=registry, base_dir=base, where=where,
                         extra_overrides=args.overrides, seeds=args.seeds)
-    out = Path(args.out) if args.out else Path("runs") / (Path(args.sweep).stem if args.sweep else "sweep")
+    out = check_out(Path(args.out) if args.out else Path("runs") / (Path(args.sweep).stem if args.sweep else "sweep"))
     if args.dry_run:
-        todo, finished = plan(specs, out)
+        todo, finished = plan(specs, out, overwrite=False)
         done = {id(s) for s in finished}
         for s in specs:
             print(f"{'finished' if id(s) in done else 'to run  '}  {s.label}  [{s.config_hash}]")
         print(f"{len(specs)} runs: {len(todo)} to run, {len(finished)} finished (output: {out}/)")
         return 0
     jobs = args.jobs or default_jobs()
-    if jobs < 1:
-        raise ConfigError("must be at least 1", where="--jobs", value=jobs)
     threads = args.threads or max(1, default_jobs() // jobs)
     settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,
                                models_root=args.models_root, cache_dir=args.cache_dir)
@@ -674,7 +818,8 @@ def cmd_sweep(args, *, registry: Registry) -> int:
                               expected="--backend ray")
         backend = LocalBackend(jobs=min(jobs, len(specs)), threads=threads)
     summary = run_sweep(specs, out=out, backend=backend, settings=settings, progress=progress_enabled(),
-                        summary_name=f"sweep-{Path(args.sweep).stem}.json" if args.sweep else SUMMARY_FILE)
+                        summary_name=f"sweep-{Path(args.sweep).stem}.json" if args.sweep else SUMMARY_FILE,
+                        overwrite=args.overwrite)
     print(summary.text())
     print(f"results: {out}/   report: clproto report {out} --out <report folder>")
     return 1 if summary.failed else 0

@@ -73,3 +73,20 @@ def test_bad_config_is_config_error(field, value):
 def test_empty_base_session_is_config_error():
     with pytest.raises(ConfigError, match="no classes"):
         train_base_session(np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0, np.int64), progress=False)
+
+
+def test_a_crafted_base_trained_file_runs_no_code_and_is_set_aside(tmp_path):
+    """A cached backbone file is loaded weights-only: a pickled os.system never runs; the file is moved aside."""
+    import os
+
+    from clproto.features.base_trained import _load
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f"touch {tmp_path / 'PWNED'}",)
+
+    path = tmp_path / "base-trained.pt"
+    torch.save({"config": {}, "state_dict": Payload()}, path)
+    assert _load(path) is None  # treated as corrupt: the caller trains again
+    assert not (tmp_path / "PWNED").exists()
+    assert not path.exists() and list(tmp_path.glob("base-trained.pt.corrupt-*"))

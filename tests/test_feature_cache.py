@@ -160,8 +160,9 @@ def test_cli_run_reports_a_hit_on_the_second_run_and_cache_ls_clear(tiny_dataset
               "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--backbone", "torchscript:net_16_.pt"]
     assert main(["run", *common, "--out", str(tmp_path / "r1")]) == 0
     assert main(["run", *common, "--out", str(tmp_path / "r2")]) == 0
-    n1 = json.loads((tmp_path / "r1/sc/nmc/seed0/results.json").read_text())["notes"]
-    n2 = json.loads((tmp_path / "r2/sc/nmc/seed0/results.json").read_text())["notes"]
+    # --backbone changes the definition's backbone: the run is named by it (README, "Names")
+    n1 = json.loads((tmp_path / "r1/sc/nmc@backbone=torchscript_net_16_.pt/seed0/results.json").read_text())["notes"]
+    n2 = json.loads((tmp_path / "r2/sc/nmc@backbone=torchscript_net_16_.pt/seed0/results.json").read_text())["notes"]
     assert "torchscript:net_16_.pt" in n1[0] and "miss" in n1[0] and "hit" in n2[0]
     capsys.readouterr()
     assert main(["cache", "ls", "--cache-dir", str(tmp_path / "cache")]) == 0

@@ -17,7 +17,8 @@ from clproto.config import load_scenario, load_strategy, parse_override
 from clproto.errors import ConfigError
 from clproto.evaluation.results import RunResult
 from clproto.runner import Runner
-from clproto.sweep import (GridConfig, SweepConfig, expand_grid, load_sweep, plan, run_sweep, worker_settings)
+from clproto.sweep import (GridConfig, SweepConfig, expand_grid, load_sweep, named_scenario, plan, run_sweep,
+                           worker_settings)
 from clproto.sweep_ray import RayBackend, check_address
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +228,7 @@ def test_sweep_killed_with_sigkill_resumes_every_run_exactly_once(tmp_path, plug
            "--seeds", "0", "1", "2", "--set", "scenario.train_per_class=20",
            "--plugin", plugin["path"], "--jobs", "2", "--threads", "1", "--out", str(out), "--no-progress"]
     env = {**os.environ, "CLPROTO_PROGRESS": "0"}
-    expected = {f"split-digits/sleepy/seed{s}" for s in range(3)}
+    expected = {f"split-digits@train_per_class=20/sleepy/seed{s}" for s in range(3)}  # --set names the scenario
     log = tmp_path / "first.log"
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=fh, stderr=subprocess.STDOUT)
@@ -259,12 +260,12 @@ def test_sweep_killed_with_sigkill_resumes_every_run_exactly_once(tmp_path, plug
             assert res == before[rel]  # finished runs were skipped, not redone
     assert not list(out.rglob("*.tmp")) and not list(out.rglob("checkpoint.pt"))
     summary = json.loads((out / "sweep.json").read_text())
-    assert sorted(summary["skipped"]) == sorted(f"split-digits / sleepy / seed {r[-1]}" for r in before
+    assert sorted(summary["skipped"]) == sorted(f"split-digits@train_per_class=20 / sleepy / seed {r[-1]}" for r in before
                                                 if "sleepy" in r)
     assert len(summary["done"]) == len(expected) - len(summary["skipped"])
     assert len(summary["failed"]) == 3 and "boom at experience 1" in summary["failed"][0]["error"]
     for s in range(3):
-        error = (out / "split-digits" / "boom" / f"seed{s}" / "error.txt").read_text()
+        error = (out / "split-digits@train_per_class=20" / "boom" / f"seed{s}" / "error.txt").read_text()
         assert "Traceback" in error and "RuntimeError: boom at experience 1" in error
     assert "3 failed" in done.stdout
 
@@ -279,9 +280,10 @@ def test_a_run_that_kills_its_worker_is_isolated_and_recorded(tmp_path, plugin):
     summary = run_sweep(specs, out=tmp_path / "out", backend=LocalBackend(jobs=2, threads=1), progress=False,
                         settings=worker_settings(plugins=[plugin["path"]], threads=1), log=lambda s: None)
     # seed 1 broke the pool while seed 0 or 2 ran beside it: both were re-run alone, only seed 1 is blamed
-    assert sorted(summary.done) == ["split-digits / die / seed 0", "split-digits / die / seed 2"]
-    assert [f[0] for f in summary.failed] == ["split-digits / die / seed 1"]
-    assert "worker process died" in (tmp_path / "out" / "split-digits" / "die" / "seed1" / "error.txt").read_text()
+    sc = "split-digits@train_per_class=20"  # an override names what it changes
+    assert sorted(summary.done) == [f"{sc} / die / seed 0", f"{sc} / die / seed 2"]
+    assert [f[0] for f in summary.failed] == [f"{sc} / die / seed 1"]
+    assert "worker process died" in (tmp_path / "out" / sc / "die" / "seed1" / "error.txt").read_text()
 
 
 # --------------------------------------------------------------------------- Ray
@@ -296,10 +298,10 @@ def test_ray_local_backend_runs_and_survives_a_failing_run(tmp_path, plugin):
     finally:
         ray.shutdown()
     assert len(summary.done) == 2 and len(summary.failed) == 2 and summary.backend == "ray"
-    assert "boom at experience 1" in (tmp_path / "split-digits" / "boom" / "seed1" / "error.txt").read_text()
+    assert "boom at experience 1" in (tmp_path / "split-digits@train_per_class=20" / "boom" / "seed1" / "error.txt").read_text()
     # the driver wrote what the Ray workers returned; same numbers as an in-process run
     spec = next(s for s in specs if s.strategy == "nmc-pixels" and s.seed == 1)
-    scenario = load_scenario(DIGITS, overrides=[parse_override("scenario.train_per_class=20")])
+    scenario = named_scenario(DIGITS, [parse_override("scenario.train_per_class=20")])
     local = Runner(progress=False).run(scenario, load_strategy(NMC_PIXELS, plugin["registry"]), seed=1)
     remote = RunResult.load(spec.folder(tmp_path) / "results.json")
     assert remote.config_hash == local.config_hash == spec.config_hash

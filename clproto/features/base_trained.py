@@ -167,7 +167,7 @@ def _load(path: Path) -> TrainedBase | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never runs code from the file
         return TrainedBase(config=BaseTrainingConfig(**state["config"]), **{k: v for k, v in state.items() if k != "config"})
     except Exception:  # truncated or foreign file: keep it for inspection, train again
         os.replace(path, path.with_name(f"{path.name}.corrupt-{os.getpid()}"))

@@ -56,8 +56,9 @@ class Joint:
         return self.learner.predict_scores(x)
 
     def state_dict(self) -> dict:
-        return {"learner": self.learner.state_dict(), "indices": self.indices.copy()}
+        return {"learner": self.learner.state_dict(), "indices": torch.from_numpy(self.indices.copy())}  # weights-only loadable
 
     def load_state_dict(self, state: dict) -> None:
         self.learner.load_state_dict(state["learner"])
-        self.indices = np.asarray(state["indices"], dtype=np.int64).copy()
+        self.indices = np.asarray(state["indices"].numpy() if torch.is_tensor(state["indices"]) else state["indices"],
+                                  dtype=np.int64).copy()
