@@ -181,8 +181,10 @@ def cmd_report(args) -> int:
 
     _setup(args)
     pooled = collect(args.runs, split_configs=args.split_configs)
-    for note in pooled.notes:  # duplicates counted once, names split into rows
+    for note in pooled.notes[:20]:  # duplicates counted once, names split into rows
         print(f"clproto: note: {note}", file=sys.stderr)
+    if len(pooled.notes) > 20:
+        print(f"clproto: note: ... and {len(pooled.notes) - 20} more such notes", file=sys.stderr)
     results = pooled.results
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
     paths = write_report(results, out, title=args.title)

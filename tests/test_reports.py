@@ -198,6 +198,16 @@ def test_a_missing_seed_is_marked_in_every_format():
     row = next(r for r in csv.DictReader(io.StringIO(to_csv([final]))) if r["strategy"] == "b" and r["column"] == "ci")
     assert row["n"] == "2"
     assert "| b | 31.25 ± 8.84 (n=2) |" in markdown_table(summary_frame(results))
+    assert "not the same seeds" not in final.note  # b's seeds are a's minus one: the mark says it
+
+
+def test_rows_over_different_seeds_say_so():
+    results = [r for r in uniform_results() if r.scenario == "ci"]
+    for r in results:
+        if r.strategy == "b":
+            r.seed += 3  # b: seeds 3, 4, 5; a: 0, 1, 2
+    t = scenario_table(results, "ci")
+    assert t.note == "accuracies in %, mean ± std over 3 seeds; not the same seeds in every row" and not t.marked()
 
 
 CFG = {"scenario": {"name": "ci", "train_per_class": 0}, "strategy": {"name": "a", "backbone": "pixels",

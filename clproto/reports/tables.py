@@ -100,20 +100,30 @@ def _order(names) -> list[str]:
     return sorted(dict.fromkeys(names))
 
 
-def _finish(table: Table, pooled: list[int]) -> Table:
-    """Set the per-column result counts and the note stating them (and what an "(n=k)" mark means).
+def _finish(table: Table, column_runs: list[list[list[RunResult]]]) -> Table:
+    """Set the per-column result counts and the note stating them.
 
-    ``pooled[j]``: the most results (seeds) any row has in column j's scenario. The note gives the
-    one count, or the range over columns (each column's cells pool its count); a cell pooling
-    another number of values (a seed missing, a metric undefined for some runs) is marked.
+    ``column_runs[j]``: the runs of each row in column j. A column's count is the most runs (seeds)
+    of any of its rows; the note gives the one count, or the range over columns. A cell pooling
+    another number of values (a seed missing, a metric undefined for some runs) is marked ``(n=k)``,
+    and the note says what the mark means and whether rows with as many seeds used different ones.
     """
-    table = replace(table, pooled=tuple(pooled))
+    pooled = tuple(max((len(runs) for runs in rows), default=0) for rows in column_runs)
+    table = replace(table, pooled=pooled)
     counts = sorted({p for p in pooled if p > 0}) or [0]
     n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     note = f"accuracies in %, mean ± std over {n} seed{'s' if counts[-1] > 1 else ''}"
     if table.marked():
         note += "; (n=k): a cell over k results only"
+    if any(_different_seeds(rows) for rows in column_runs):
+        note += "; not the same seeds in every row"
     return replace(table, note=note)
+
+
+def _different_seeds(rows: list[list[RunResult]]) -> bool:
+    """Two rows with as many runs but not the same seeds (fewer runs are marked (n=k) anyway)."""
+    sets = {frozenset(r.seed for r in runs) for runs in rows if runs}
+    return len({len(s) for s in sets}) < len(sets)
 
 
 def comparison_tables(results: list[RunResult]) -> list[Table]:
@@ -128,9 +138,9 @@ def comparison_tables(results: list[RunResult]) -> list[Table]:
                  for st in strategies]
         if all(c.mean is None for row in cells for c in row):
             continue
-        pooled = [max(len(groups.get((sc, st), [])) for st in strategies) for sc in scenarios]
+        columns = [[groups.get((sc, st), []) for st in strategies] for sc in scenarios]
         tables.append(_finish(Table(metric, f"{title} {'↑' if higher else '↓'} by scenario", scenarios, strategies, cells,
-                                    [higher] * len(scenarios)), pooled))
+                                    [higher] * len(scenarios)), columns))
     return tables
 
 
@@ -143,12 +153,7 @@ def scenario_table(results: list[RunResult], scenario: str) -> Table:
     table = Table(f"{scenario}__summary", scenario,
                   [SUMMARY_METRICS[m][0] + (" ↑" if SUMMARY_METRICS[m][1] else " ↓") for m in metrics], strategies, cells,
                   [SUMMARY_METRICS[m][1] for m in metrics])
-    return _finish(table, [_most(groups)] * len(metrics))
-
-
-def _most(groups: dict) -> int:
-    """The most results (seeds) of any row: what a full cell of a one-scenario table pools."""
-    return max((len(v) for v in groups.values()), default=0)
+    return _finish(table, [list(groups.values())] * len(metrics))
 
 
 def _few_shot_groups(results: list[RunResult], scenario: str) -> tuple[dict, list[str], int]:
@@ -174,7 +179,7 @@ def session_table(results: list[RunResult], scenario: str) -> Table:
         cells.append(row)
     table = Table(f"{scenario}__sessions", f"{scenario}: accuracy on all seen classes per session (1 = base session)",
                   columns, strategies, cells, [True] * (S + 1) + [False])
-    return _finish(table, [_most(groups)] * len(columns))
+    return _finish(table, [list(groups.values())] * len(columns))
 
 
 def base_novel_table(results: list[RunResult], scenario: str) -> Table:
@@ -184,7 +189,7 @@ def base_novel_table(results: list[RunResult], scenario: str) -> Table:
               for f in ("base_accuracy", "novel_accuracy", "harmonic_mean")] for st in strategies]
     table = Table(f"{scenario}__base_novel", f"{scenario}: base / novel accuracy after session {S}",
                   ["Base ↑", "Novel ↑", "HM ↑"], strategies, cells, [True] * 3)
-    return _finish(table, [_most(groups)] * 3)
+    return _finish(table, [list(groups.values())] * 3)
 
 
 def harmonic_mean_table(results: list[RunResult], scenario: str) -> Table:
@@ -194,7 +199,7 @@ def harmonic_mean_table(results: list[RunResult], scenario: str) -> Table:
              for st in strategies]
     table = Table(f"{scenario}__harmonic_mean", f"{scenario}: harmonic mean of base and novel accuracy per session",
                   [str(t + 1) for t in range(1, S)], strategies, cells, [True] * (S - 1))
-    return _finish(table, [_most(groups)] * (S - 1))
+    return _finish(table, [list(groups.values())] * (S - 1))
 
 
 def all_tables(results: list[RunResult]) -> list[Table]:
