@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
     p.add_argument("--out", metavar="DIR", help="report folder (default: <first RUN_DIR>/report)")
     p.add_argument("--title", default="clproto report", help="title of report.html (default: %(default)s)")
+    p.add_argument("--split-configs", action="store_true",
+                   help="results of one (scenario, strategy) name with different configurations become separate rows "
+                        "labelled by the fields that differ, e.g. teen@alpha=0.25 (default: an error naming them)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     from clproto.sweep import add_parser as add_sweep_parser
@@ -189,10 +192,15 @@ def _torch_threads() -> int:
 
 def cmd_report(args) -> int:
     from clproto.reports.build import markdown_table, write_report
-    from clproto.reports.collect import load_results, summary_frame
+    from clproto.reports.collect import collect, summary_frame
 
     _setup(args)
-    results = load_results(args.runs)
+    pooled = collect(args.runs, split_configs=args.split_configs)
+    for note in pooled.notes[:20]:  # duplicates counted once, names split into rows
+        print(f"clproto: note: {note}", file=sys.stderr)
+    if len(pooled.notes) > 20:
+        print(f"clproto: note: ... and {len(pooled.notes) - 20} more such notes", file=sys.stderr)
+    results = pooled.results
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
     paths = write_report(results, out, title=args.title)
     print(markdown_table(summary_frame(results)))

@@ -12,7 +12,10 @@ import pytest
 from PIL import Image
 
 from clproto.reports.build import write_report
-from test_reports import class_incremental_results, few_shot_results
+from clproto.reports.html import render_html
+from clproto.reports.pooling import identity, pool
+from clproto.reports.tables import all_tables
+from test_reports import class_incremental_results, few_shot_results, make_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -67,3 +70,21 @@ def test_page_renders_in_headless_chromium(report, tmp_path):
     bare_shot = tmp_path / "bare.png"
     subprocess.run([*cmd[:-2], f"--screenshot={bare_shot}", bare.as_uri()], capture_output=True, timeout=90)
     assert _saturated_fraction(bare_shot) < 0.001
+
+
+def test_each_row_shows_its_resolved_parameters():
+    config = {"scenario": {"name": "ci", "train_per_class": 20},
+              "strategy": {"name": "a", "backbone": "pixels", "params": {"alpha": 0.5},
+                           "description": "<script>alert(1)</script>"}}
+    other = {**config, "strategy": {**config["strategy"], "params": {"alpha": 0.25}}}
+    results = [make_result("ci", "a", s, [[1.0, None], [0.5, 1.0]], config=c) for c in (config, other) for s in (0, 1)]
+    rows = pool(results, split_configs=True).results
+    text = render_html(rows, all_tables(rows), [], title="params")  # no figures: fast
+    details = re.findall(r"<details>.*?</details>", text, flags=re.S)
+    assert len(details) == 2  # one per row label of scenario ci
+    cosine = next(d for d in details if "a@alpha=0.25" in d)
+    assert "seeds 0, 1" in cosine and "configuration " + identity(results[2]) in cosine
+    assert '<th scope="row">strategy.params.alpha</th><td>0.25</td>' in cosine
+    assert '<th scope="row">scenario.train_per_class</th><td>20</td>' in cosine
+    assert '<th scope="row">strategy.backbone</th><td>pixels</td>' in cosine
+    assert "<script" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in cosine  # values are escaped

@@ -1,7 +1,10 @@
 """Writing a report folder: tables (Markdown, CSV, LaTeX), figures (PNG) and one HTML page.
 
 Tables show mean ± std over seeds (sample standard deviation, ddof=1; "±0.00" for one seed
-is printed as just the mean), accuracies in percent, the best value per column in bold.
+is printed as just the mean), accuracies in percent, the best value per column in bold. The
+header states the seed count; a cell over another number of results says so: ``45.00 (n=2)``.
+Only results that :func:`clproto.reports.pooling.pool` accepts are reported (one configuration
+per row, each seed once).
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ import pandas as pd
 from clproto.errors import ConfigError
 from clproto.evaluation.results import RunResult, write_text_atomic
 from clproto.reports.collect import SUMMARY_METRICS, summary_frame
+from clproto.reports.pooling import pool
 
 
-def _fmt(mean: float, std: float, n: int) -> str:
+def _fmt(mean: float, std: float, n: int, seeds: int) -> str:
+    """``seeds``: the count the table's header states; a cell over another number of results is marked."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "–"
+    mark = f" (n={n})" if n != seeds else ""
     if n <= 1 or std is None or math.isnan(std):
-        return f"{100 * mean:.2f}"
-    return f"{100 * mean:.2f} ± {100 * std:.2f}"
+        return f"{100 * mean:.2f}{mark}"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}{mark}"
 
 
 def aggregate(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -39,7 +45,8 @@ def markdown_table(df: pd.DataFrame, *, bold_best: bool = True) -> str:
     lines = []
     for scenario, block in agg.groupby(level=0, sort=False):
         seeds = df[df.scenario == scenario].groupby("strategy").seed.nunique()
-        lines.append(f"**{scenario}** ({int(seeds.max())} seed{'s' if seeds.max() > 1 else ''}; accuracies in %, mean ± std over seeds)\n")
+        n_seeds = int(seeds.max())
+        lines.append(f"**{scenario}** ({n_seeds} seed{'s' if n_seeds > 1 else ''}; accuracies in %, mean ± std over seeds)\n")
         head = ["Strategy"] + [SUMMARY_METRICS[m][0] + (" ↑" if SUMMARY_METRICS[m][1] else " ↓") for m in metrics]
         lines.append("| " + " | ".join(head) + " |")
         lines.append("|" + "---|" * len(head))
@@ -52,7 +59,7 @@ def markdown_table(df: pd.DataFrame, *, bold_best: bool = True) -> str:
             cells = [str(strategy)]
             for m in metrics:
                 mean, std, n = row[(m, "mean")], row[(m, "std")], row[(m, "count")]
-                text = _fmt(mean, std, int(n))
+                text = _fmt(mean, std, int(n), n_seeds)
                 if bold_best and m in best and mean == best[m]:
                     text = f"**{text}**"
                 cells.append(text)
@@ -74,6 +81,10 @@ def write_report(results: list[RunResult], out: str | os.PathLike, *, title: str
 
     if not results:
         raise ConfigError("no results to report")
+    pooled = pool(results)  # raises on one name with two configurations
+    if pooled.notes:
+        raise ConfigError(f"results must be pooled before writing a report: {pooled.notes[0]}",
+                          expected="results from clproto.reports.collect.collect (or pooling.pool)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     df = summary_frame(results)

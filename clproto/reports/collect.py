@@ -11,6 +11,7 @@ import pandas as pd
 
 from clproto.errors import ConfigError
 from clproto.evaluation.results import RunResult
+from clproto.reports.pooling import Pooled, pool
 
 # metric -> (column title, higher is better)
 SUMMARY_METRICS = {
@@ -37,14 +38,26 @@ def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def load_results(paths: Iterable[str | os.PathLike]) -> list[RunResult]:
+def load_sources(paths: Iterable[str | os.PathLike]) -> list[tuple[RunResult, Path]]:
+    """Every results.json under ``paths`` (a file found twice is read twice: :func:`collect` reports it)."""
     out = []
     for f in find_results(paths):
         try:
-            out.append(RunResult.load(f))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            out.append((RunResult.load(f), f))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # JSON and UTF-8 errors are ValueErrors
             raise ConfigError(f"not a clproto results file: {exc}", where=str(f)) from exc
     return out
+
+
+def load_results(paths: Iterable[str | os.PathLike]) -> list[RunResult]:
+    return [r for r, _ in load_sources(paths)]
+
+
+def collect(paths: Iterable[str | os.PathLike], *, split_configs: bool = False) -> Pooled:
+    """The results under ``paths``, ready to report: one configuration per row, each seed once
+    (:func:`clproto.reports.pooling.pool`; its notes name every duplicate dropped)."""
+    sources = load_sources(paths)
+    return pool([r for r, _ in sources], [p for _, p in sources], split_configs=split_configs)
 
 
 def summary_frame(results: list[RunResult]) -> pd.DataFrame:

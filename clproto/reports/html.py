@@ -1,16 +1,20 @@
 """One self-contained HTML page: tables and figures (PNG embedded as base64), no script, no external file.
 
-It opens from disk in any browser with no server and no network access.
+It opens from disk in any browser with no server and no network access. Each scenario's section
+ends with the resolved parameters behind every row label (one collapsible ``<details>`` per row:
+the scenario's and the strategy's fields as recorded in the results), so a label hides no value.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 
 from clproto.evaluation.results import RunResult, write_text_atomic
 from clproto.reports.figures import Figure
+from clproto.reports.pooling import flatten, identity, without_seed
 from clproto.reports.tables import Table, to_html
 
 STYLE = """
@@ -27,6 +31,8 @@ td.best { font-weight: bold; background: #eef6ee; }
 figure { margin: 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.8em; color: #555; max-width: 560px; }
 .small img { max-width: 300px; }
+details { margin: 0.3em 0; } summary { cursor: pointer; } summary .note { color: #555; font-size: 0.9em; }
+table.params { margin: 0.3em 0 0.8em 1.2em; } table.params td { text-align: left; white-space: normal; font-family: monospace; }
 """
 
 
@@ -35,6 +41,28 @@ def _img(fig: Figure) -> str:
     cls = ' class="small"' if fig.kind == "accuracy_matrix" else ""
     return (f'<figure{cls}><img alt="{html.escape(fig.title)}" src="data:image/png;base64,{data}">'
             f"<figcaption>{html.escape(fig.title)}</figcaption></figure>")
+
+
+def _value(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, sort_keys=True)
+
+
+def _parameters(results: list[RunResult], scenario: str) -> str:
+    """One ``<details>`` per row label of ``scenario``: its resolved configuration (seed aside) as a table."""
+    rows: dict[str, list[RunResult]] = {}
+    for r in sorted(results, key=lambda r: (r.strategy, r.seed)):
+        if r.scenario == scenario:
+            rows.setdefault(r.strategy, []).append(r)
+    parts = ["<h3>Resolved parameters</h3>"]
+    for label, runs in rows.items():
+        flat = flatten(without_seed(runs[0].config))
+        body = "".join(f'<tr><th scope="row">{html.escape(k)}</th><td>{html.escape(_value(v))}</td></tr>'
+                       for k, v in flat.items()) or '<tr><td>no resolved configuration recorded</td></tr>'
+        seeds = ", ".join(str(r.seed) for r in runs)
+        parts.append(f'<details><summary>{html.escape(label)} <span class="note">· seed{"s" if len(runs) > 1 else ""} '
+                     f"{html.escape(seeds)} · configuration {identity(runs[0])}</span></summary>"
+                     f'<table class="params"><tbody>{body}</tbody></table></details>')
+    return "\n".join(parts)
 
 
 def render_html(results: list[RunResult], tables: list[Table], figures: list[Figure], *, title: str = "clproto report") -> str:
@@ -58,6 +86,7 @@ def render_html(results: list[RunResult], tables: list[Table], figures: list[Fig
         if mats:
             parts.append("<h3>Accuracy matrices</h3>")
             parts.append('<div class="figures">' + "".join(_img(f) for f in mats) + "</div>")
+        parts.append(_parameters(results, s))
     body = "\n".join(parts)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -21,7 +21,7 @@ import csv
 import html
 import io
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -64,6 +64,16 @@ class Table:
     cells: list  # cells[i][j]: Cell of rows[i], columns[j]
     higher_is_better: list  # per column
     note: str = ""  # e.g. "accuracies in %, mean ± std over 5 seeds"
+    pooled: tuple = ()  # per column: the results per cell the note states; other counts are marked "(n=k)"
+
+    def mark(self, j: int, cell: Cell) -> str:
+        """`` (n=k)`` when the cell pools a number of results other than its column's (nothing if empty)."""
+        if cell.mean is None or j >= len(self.pooled) or cell.n == self.pooled[j]:
+            return ""
+        return f" (n={cell.n})"
+
+    def marked(self) -> bool:
+        return any(self.mark(j, c) for row in self.cells for j, c in enumerate(row))
 
     def best(self) -> list[set]:
         """Per column: the row indices whose (displayed) mean is the best; empty with fewer than 2 values."""
@@ -90,10 +100,30 @@ def _order(names) -> list[str]:
     return sorted(dict.fromkeys(names))
 
 
-def _seeds_note(runs: list[list[RunResult]]) -> str:
-    counts = sorted({len(r) for r in runs})
+def _finish(table: Table, column_runs: list[list[list[RunResult]]]) -> Table:
+    """Set the per-column result counts and the note stating them.
+
+    ``column_runs[j]``: the runs of each row in column j. A column's count is the most runs (seeds)
+    of any of its rows; the note gives the one count, or the range over columns. A cell pooling
+    another number of values (a seed missing, a metric undefined for some runs) is marked ``(n=k)``,
+    and the note says what the mark means and whether rows with as many seeds used different ones.
+    """
+    pooled = tuple(max((len(runs) for runs in rows), default=0) for rows in column_runs)
+    table = replace(table, pooled=pooled)
+    counts = sorted({p for p in pooled if p > 0}) or [0]
     n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-    return f"accuracies in %, mean ± std over {n} seed{'s' if counts[-1] > 1 else ''}"
+    note = f"accuracies in %, mean ± std over {n} seed{'s' if counts[-1] > 1 else ''}"
+    if table.marked():
+        note += "; (n=k): a cell over k results only"
+    if any(_different_seeds(rows) for rows in column_runs):
+        note += "; not the same seeds in every row"
+    return replace(table, note=note)
+
+
+def _different_seeds(rows: list[list[RunResult]]) -> bool:
+    """Two rows with as many runs but not the same seeds (fewer runs are marked (n=k) anyway)."""
+    sets = {frozenset(r.seed for r in runs) for runs in rows if runs}
+    return len({len(s) for s in sets}) < len(sets)
 
 
 def comparison_tables(results: list[RunResult]) -> list[Table]:
@@ -108,8 +138,9 @@ def comparison_tables(results: list[RunResult]) -> list[Table]:
                  for st in strategies]
         if all(c.mean is None for row in cells for c in row):
             continue
-        tables.append(Table(metric, f"{title} {'↑' if higher else '↓'} by scenario", scenarios, strategies, cells,
-                            [higher] * len(scenarios), _seeds_note(list(groups.values()))))
+        columns = [[groups.get((sc, st), []) for st in strategies] for sc in scenarios]
+        tables.append(_finish(Table(metric, f"{title} {'↑' if higher else '↓'} by scenario", scenarios, strategies, cells,
+                                    [higher] * len(scenarios)), columns))
     return tables
 
 
@@ -119,9 +150,10 @@ def scenario_table(results: list[RunResult], scenario: str) -> Table:
     strategies = _order(t for _, t in groups)
     metrics = [m for m in SUMMARY_METRICS if any(getattr(r.metrics, m) is not None for rs in groups.values() for r in rs)]
     cells = [[Cell.of([getattr(r.metrics, m) for r in groups[(scenario, st)]]) for m in metrics] for st in strategies]
-    return Table(f"{scenario}__summary", scenario,
-                 [SUMMARY_METRICS[m][0] + (" ↑" if SUMMARY_METRICS[m][1] else " ↓") for m in metrics], strategies, cells,
-                 [SUMMARY_METRICS[m][1] for m in metrics], _seeds_note(list(groups.values())))
+    table = Table(f"{scenario}__summary", scenario,
+                  [SUMMARY_METRICS[m][0] + (" ↑" if SUMMARY_METRICS[m][1] else " ↓") for m in metrics], strategies, cells,
+                  [SUMMARY_METRICS[m][1] for m in metrics])
+    return _finish(table, [list(groups.values())] * len(metrics))
 
 
 def _few_shot_groups(results: list[RunResult], scenario: str) -> tuple[dict, list[str], int]:
@@ -145,8 +177,9 @@ def session_table(results: list[RunResult], scenario: str) -> Table:
         row.append(Cell.of([r.metrics.average_incremental_accuracy for r in runs]))
         row.append(Cell.of([r.metrics.performance_drop for r in runs]))
         cells.append(row)
-    return Table(f"{scenario}__sessions", f"{scenario}: accuracy on all seen classes per session (1 = base session)", columns,
-                 strategies, cells, [True] * (S + 1) + [False], _seeds_note(list(groups.values())))
+    table = Table(f"{scenario}__sessions", f"{scenario}: accuracy on all seen classes per session (1 = base session)",
+                  columns, strategies, cells, [True] * (S + 1) + [False])
+    return _finish(table, [list(groups.values())] * len(columns))
 
 
 def base_novel_table(results: list[RunResult], scenario: str) -> Table:
@@ -154,8 +187,9 @@ def base_novel_table(results: list[RunResult], scenario: str) -> Table:
     groups, strategies, S = _few_shot_groups(results, scenario)
     cells = [[Cell.of([_at(getattr(r.metrics, f), len(r.seen_accuracy) - 1) for r in groups[(scenario, st)]])
               for f in ("base_accuracy", "novel_accuracy", "harmonic_mean")] for st in strategies]
-    return Table(f"{scenario}__base_novel", f"{scenario}: base / novel accuracy after session {S}",
-                 ["Base ↑", "Novel ↑", "HM ↑"], strategies, cells, [True] * 3, _seeds_note(list(groups.values())))
+    table = Table(f"{scenario}__base_novel", f"{scenario}: base / novel accuracy after session {S}",
+                  ["Base ↑", "Novel ↑", "HM ↑"], strategies, cells, [True] * 3)
+    return _finish(table, [list(groups.values())] * 3)
 
 
 def harmonic_mean_table(results: list[RunResult], scenario: str) -> Table:
@@ -163,8 +197,9 @@ def harmonic_mean_table(results: list[RunResult], scenario: str) -> Table:
     groups, strategies, S = _few_shot_groups(results, scenario)
     cells = [[Cell.of([_at(r.metrics.harmonic_mean, t) for r in groups[(scenario, st)]]) for t in range(1, S)]
              for st in strategies]
-    return Table(f"{scenario}__harmonic_mean", f"{scenario}: harmonic mean of base and novel accuracy per session",
-                 [str(t + 1) for t in range(1, S)], strategies, cells, [True] * (S - 1), _seeds_note(list(groups.values())))
+    table = Table(f"{scenario}__harmonic_mean", f"{scenario}: harmonic mean of base and novel accuracy per session",
+                  [str(t + 1) for t in range(1, S)], strategies, cells, [True] * (S - 1))
+    return _finish(table, [list(groups.values())] * (S - 1))
 
 
 def all_tables(results: list[RunResult]) -> list[Table]:
@@ -186,7 +221,8 @@ def to_markdown(table: Table) -> str:
     lines = [f"**{table.title}** ({table.note})" if table.note else f"**{table.title}**", "",
              "| Strategy | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
     for i, (name, row) in enumerate(zip(table.rows, table.cells)):
-        texts = [f"**{c.text()}**" if i in best[j] else c.text() for j, c in enumerate(row)]
+        texts = [f"**{c.text()}{table.mark(j, c)}**" if i in best[j] else c.text() + table.mark(j, c)
+                 for j, c in enumerate(row)]
         lines.append(f"| {name} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"
 
@@ -211,11 +247,14 @@ def to_latex(table: Table) -> str:
     for i, (name, row) in enumerate(zip(table.rows, table.cells)):
         texts = []
         for j, c in enumerate(row):
-            t = c.text(pm=r" $\pm$ ") if c.mean is not None else "--"
+            t = c.text(pm=r" $\pm$ ") + table.mark(j, c) if c.mean is not None else "--"
             texts.append(rf"\textbf{{{t}}}" if i in best[j] else t)
         lines.append(latex_escape(name) + " & " + " & ".join(texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
+
+
+BEST_ATTR = ' class="best"'
 
 
 def to_html(table: Table) -> str:
@@ -223,7 +262,7 @@ def to_html(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = []
     for i, (name, row) in enumerate(zip(table.rows, table.cells)):
-        tds = "".join(f"<td class=\"best\">{html.escape(c.text())}</td>" if i in best[j] else f"<td>{html.escape(c.text())}</td>"
+        tds = "".join(f"<td{BEST_ATTR if i in best[j] else ''}>{html.escape(c.text() + table.mark(j, c))}</td>"
                       for j, c in enumerate(row))
         body.append(f"<tr><th scope=\"row\">{html.escape(name)}</th>{tds}</tr>")
     return (f"<table id=\"{html.escape(table.key)}\"><caption>{html.escape(table.title)}"
