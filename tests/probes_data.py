@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from imagezips import image_folder_members, png_bytes, write_zip
+from imagezips import image_folder_members, write_zip
 from PIL import Image
 
 from conftest import make_tiny_dataset

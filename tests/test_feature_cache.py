@@ -158,6 +158,16 @@ def test_a_stale_folder_in_the_way_of_a_publish_is_replaced(tmp_path, capsys):
     assert "is corrupt" in capsys.readouterr().err and sorted(p.name for p in entry.parent.iterdir()) == ["x-0123"]
 
 
+def test_a_file_where_the_entry_folder_belongs_is_replaced(tmp_path):
+    entry = tmp_path / "features" / "x-0123"
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"?")
+    data = np.ones((2, 2), np.float32)
+    assert write_entry(entry, fill=lambda tmp: save_arrays(tmp, {"features": data}), meta={})
+    np.testing.assert_array_equal(read_entry(entry)["features"], data)
+    assert [p.name for p in entry.parent.iterdir()] == ["x-0123"]
+
+
 def test_a_readable_entry_in_the_way_is_kept_and_ours_dropped(tmp_path):
     entry = tmp_path / "features" / "x-0123"
     first = np.ones((2, 2), np.float32)

@@ -121,6 +121,12 @@ def test_official_tinyimagenet_layout(tiny_dataset, tmp_path, form):
         np.testing.assert_array_equal(got, want)
 
 
+def test_the_official_tinyimagenet_layout_read_as_an_image_folder_says_so(tiny_dataset, tmp_path):
+    write_zip(tmp_path / "tin.zip", _tinyimagenet_members(tiny_dataset))
+    with pytest.raises(ConfigError, match='extra folder level.*use dataset = "tinyimagenet:...'):
+        _load("imagefolder:tin.zip", tmp_path)
+
+
 def test_tinyimagenet_layout_errors(tiny_dataset, tmp_path):
     members = _tinyimagenet_members(tiny_dataset)
     write_zip(tmp_path / "noval.zip", {k: v for k, v in members.items() if "val_annotations" not in k})

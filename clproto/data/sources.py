@@ -16,15 +16,19 @@ Relative paths are resolved against the data root. Image folders are decoded onc
 into ``.npy`` files under ``<cache root>/decoded/<name>-<key>/`` (key: the zip's or folder's
 content hash and :data:`DECODE_VERSION`; see :mod:`clproto.features.cache`), and memory-mapped
 on every later load, so neither decoding nor loading holds a second copy of the images in RAM.
-A member that is not a decodable image, a corrupt zip and images of mixed sizes are
-:class:`ConfigError` naming the file and member; nothing is left in the cache.
+A member that is not a decodable image, a zip member whose bytes fail their CRC-32, a corrupt
+zip and images of mixed sizes are :class:`ConfigError` naming the file and member; so is any other
+layout than ``train/<class>/<image>`` + ``test/<class>/<image>`` (the error says what was found: a
+``val/`` folder, an extra folder level, stray files), a class without test images, and a
+``classes.tsv`` that is not UTF-8 or has a bad line (named by number). Operating-system litter
+(``__MACOSX/``, ``._*``, ``.DS_Store``, ``Thumbs.db``) is ignored. The error names the scenario
+definition (``where``); nothing is left in the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import zipfile
 import zlib
@@ -322,16 +326,16 @@ def _layout_found(src: _Source, others: list[str]) -> str:
         found.append("images in " + ", ".join(others[:3]) + " beside train/ and test/")
     deeper = [f for f in images if f.split("/")[0] in ("train", "test", "val") and len(f.split("/")) > 3]
     if deeper:
-        found.append(f"an extra folder level, e.g. {deeper[0]!r} (images/ inside the class folders?)"
-                     if deeper[0].split("/")[2] == "images" or deeper[0].split("/")[1] == "images"
-                     else f"an extra folder level, e.g. {deeper[0]!r}")
+        found.append(f"an extra folder level, e.g. {deeper[0]!r}")
     flat = [f for f in images if f.split("/")[0] in ("train", "test", "val") and len(f.split("/")) == 2]
     if flat:
         found.append(f"images without a class folder, e.g. {flat[0]!r}")
     for split in ("train/", "test/"):
         if split not in tops and not (split == "test/" and "val/" in tops):
             found.append(f"no {split} folder")
-    return "found " + "; ".join(found) + f" (top-level folders with images: {', '.join(tops) or 'none'})"
+    hint = (" - the official Tiny-ImageNet layout: use dataset = \"tinyimagenet:...\""
+            if "val/val_annotations.txt" in src.fileset else "")
+    return "found " + "; ".join(found) + f" (top-level folders with images: {', '.join(tops) or 'none'}){hint}"
 
 
 def _read_tinyimagenet(src: _Source) -> _Listing:

@@ -70,8 +70,10 @@ def read_entry(path: Path, *, verify: bool = True) -> dict[str, np.ndarray]:
     Raises FileNotFoundError when there is no entry folder, and CorruptEntry for any failure to
     read one that exists (whatever numpy, json or the file system raised).
     """
-    if not path.is_dir():
+    if not path.exists():
         raise FileNotFoundError(path)
+    if not path.is_dir():
+        raise CorruptEntry("a file where the entry folder belongs")
     if not (path / META).is_file():
         raise CorruptEntry(f"{META} is missing")
     try:
@@ -155,7 +157,7 @@ def _publish(tmp: Path, path: Path) -> bool:
             os.rename(tmp, path)  # atomic; fails (ENOTEMPTY/EEXIST) if a folder is already there
             return True
         except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                 raise
         try:
             read_entry(path, verify=False)
@@ -242,7 +244,10 @@ def discard_entry(path: Path) -> None:
         os.rename(path, aside)
     except FileNotFoundError:
         return
-    shutil.rmtree(aside, ignore_errors=True)
+    if aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)
 
 
 def save_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
