@@ -106,12 +106,14 @@ def _no_cache_temp(tmp: Path) -> None:
 
 # --------------------------------------------------------------------------- caches: damaged entries heal
 def _damaged(kind: str, damage: str):
-    """Run once (fills the decoded and feature caches), damage one ``kind`` entry, run again into another --out."""
+    """Fill the decoded and feature caches as a run would, damage one ``kind`` entry, then run."""
     def make(tmp: Path) -> list[str]:
-        from clproto.cli import main
+        from clproto.data.sources import load_dataset
+        from clproto.features.backbone import extract_dataset_features, load_backbone
 
         write_zip(tmp / "imgs.zip", MEMBERS)
-        assert main(_run(tmp, out="first")) == 0
+        dataset = load_dataset("imagefolder:imgs.zip", data_root=tmp, cache_dir=tmp / "cache", progress=False)
+        extract_dataset_features(load_backbone("pixels"), dataset, progress=False, cache_dir=tmp / "cache")
         entry = sorted(p for p in (tmp / "cache" / kind).iterdir() if not p.name.startswith("."))[0]
         if damage == "meta-deleted":
             (entry / "meta.json").unlink()
