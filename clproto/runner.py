@@ -30,7 +30,7 @@ from clproto.data.dataset import Dataset
 from clproto.data.sources import load_dataset
 from clproto.errors import ConfigError
 from clproto.evaluation.evaluator import Evaluator, StepEvaluation
-from clproto.evaluation.results import RunResult, Timings, write_json_atomic
+from clproto.evaluation.results import RunResult, Timings, write_atomic, write_json_atomic
 from clproto.features.backbone import extract_dataset_features, load_backbone
 from clproto.features.base_trained import base_trained_features, is_base_trained, parse_spec
 from clproto.scenarios.config import ScenarioConfig
@@ -226,6 +226,4 @@ def _load_checkpoint(path: Path, notes: list[str]) -> Optional[dict]:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda fh: torch.save(state, fh))  # temp file removed on any failure

@@ -29,3 +29,18 @@ def test_unknown_dataset_and_missing_file(tmp_path):
         load_dataset("imagenet-42")
     with pytest.raises(ConfigError, match="does not exist"):
         load_dataset("imagefolder:nope.zip", data_root=tmp_path)
+
+
+def test_dataset_repr_shows_shapes_not_arrays(tiny_dataset):
+    text = repr(tiny_dataset)
+    assert text == "Dataset('tiny', train_x=72x8x8x3 uint8, test_x=36x8x8x3 uint8, classes=6, identity='tiny-0-6')"
+    assert len(repr(tiny_dataset.with_inputs(np.zeros((72, 10**6), np.uint8), tiny_dataset.test_x))) < 200
+
+
+@pytest.mark.parametrize("field", ["train_per_class", "test_per_class", "increment", "shots"])
+def test_negative_counts_are_refused_when_a_scenario_is_defined(field):
+    from clproto.config import scenario_from_dict
+
+    with pytest.raises(ConfigError) as err:
+        scenario_from_dict({"name": "x", "dataset": "digits", field: -1}, where="x.toml")
+    assert str(err.value).startswith(f"x.toml, field '{field}': must be a non-negative integer (got -1)")

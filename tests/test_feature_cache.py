@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import threading
 
@@ -13,7 +14,8 @@ from imagezips import image_folder_members, write_zip
 from clproto.cli import main
 from clproto.errors import ConfigError
 from clproto.features.backbone import PixelBackbone, extract_dataset_features, load_backbone
-from clproto.features.cache import checksum, feature_entry, list_entries, write_entry
+from clproto.features.cache import (checksum, feature_entry, list_entries, open_array, read_entry, save_arrays,
+                                    write_entry)
 
 
 class Counting(PixelBackbone):
@@ -67,8 +69,8 @@ def test_preprocessing_and_weight_changes_change_the_torch_key(tiny_dataset, tmp
     assert "hit" in _features(load_backbone(specs[0], models_root=tmp_path), tiny_dataset, tmp_path / "c")[1]
 
 
-@pytest.mark.parametrize("damage", ["flip", "truncate", "meta"])
-def test_a_corrupt_entry_is_detected_and_recomputed(tiny_dataset, tmp_path, damage):
+@pytest.mark.parametrize("damage", ["flip", "truncate", "meta", "meta-deleted", "npy-header", "npy-deleted"])
+def test_a_corrupt_entry_is_detected_and_recomputed(tiny_dataset, tmp_path, damage, capsys):
     reference = np.array(_features(Counting(), tiny_dataset, tmp_path)[0].train_x)
     entry = feature_entry(tmp_path, Counting(), tiny_dataset, "train")
     npy = entry / "features.npy"
@@ -78,11 +80,21 @@ def test_a_corrupt_entry_is_detected_and_recomputed(tiny_dataset, tmp_path, dama
         npy.write_bytes(bytes(raw))
     elif damage == "truncate":
         npy.write_bytes(npy.read_bytes()[:-100])
-    else:
+    elif damage == "meta":
         (entry / "meta.json").write_text("{not json")
+    elif damage == "meta-deleted":
+        (entry / "meta.json").unlink()  # used to block every later run: the publish found the folder in the way
+    elif damage == "npy-header":
+        raw = bytearray(npy.read_bytes())
+        raw[20:30] = b"{'(\x00\x00\x00\x00\x00\x00["  # numpy's header parser raised tokenize.TokenError
+        npy.write_bytes(bytes(raw))
+    else:
+        npy.unlink()
+    capsys.readouterr()
     bb = Counting()
     again, note = _features(bb, tiny_dataset, tmp_path)
     assert "corrupt entry recomputed" in note and "hit" not in note
+    assert f"feature cache entry '{entry}' is corrupt" in capsys.readouterr().err
     assert bb.calls == len(tiny_dataset.train_x)  # only the damaged split
     np.testing.assert_array_equal(again.train_x, reference)
     assert "hit" in _features(Counting(), tiny_dataset, tmp_path)[1]
@@ -134,6 +146,110 @@ def test_a_failed_extraction_leaves_nothing_behind(tiny_dataset, tmp_path):
     with pytest.raises(ConfigError, match="exploded"):
         _features(Broken(), tiny_dataset, tmp_path)
     assert list((tmp_path / "features").iterdir()) == []
+
+
+def test_a_stale_folder_in_the_way_of_a_publish_is_replaced(tmp_path, capsys):
+    entry = tmp_path / "features" / "x-0123"
+    entry.mkdir(parents=True)
+    (entry / "features.npy").write_bytes(b"left by a crashed run")  # no meta.json: not an entry
+    data = np.arange(6, dtype=np.float32).reshape(3, 2)
+    assert write_entry(entry, fill=lambda tmp: save_arrays(tmp, {"features": data}), meta={"kind": "features"})
+    np.testing.assert_array_equal(read_entry(entry)["features"], data)
+    assert "is corrupt" in capsys.readouterr().err and sorted(p.name for p in entry.parent.iterdir()) == ["x-0123"]
+
+
+def test_a_file_where_the_entry_folder_belongs_is_replaced(tmp_path):
+    entry = tmp_path / "features" / "x-0123"
+    entry.parent.mkdir(parents=True)
+    entry.write_bytes(b"?")
+    data = np.ones((2, 2), np.float32)
+    assert write_entry(entry, fill=lambda tmp: save_arrays(tmp, {"features": data}), meta={})
+    np.testing.assert_array_equal(read_entry(entry)["features"], data)
+    assert [p.name for p in entry.parent.iterdir()] == ["x-0123"]
+
+
+def test_a_readable_entry_in_the_way_is_kept_and_ours_dropped(tmp_path):
+    entry = tmp_path / "features" / "x-0123"
+    first = np.ones((2, 2), np.float32)
+    assert write_entry(entry, fill=lambda tmp: save_arrays(tmp, {"features": first}), meta={})
+    assert not write_entry(entry, fill=lambda tmp: save_arrays(tmp, {"features": first * 2}), meta={})
+    np.testing.assert_array_equal(read_entry(entry)["features"], first)
+    assert [p.name for p in entry.parent.iterdir()] == ["x-0123"]
+
+
+# --------------------------------------------------------------------------- a full disk
+def _enospc(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_open_array_reserves_the_whole_file_before_mapping(tmp_path):
+    arr = open_array(tmp_path / "a.npy", dtype=np.float32, shape=(1000, 3))
+    st = (tmp_path / "a.npy").stat()
+    assert st.st_blocks * 512 >= 1000 * 3 * 4  # allocated blocks, not a sparse file
+    arr[:] = 1.5
+    arr.flush()
+    del arr
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.full((1000, 3), 1.5, np.float32))
+
+
+def test_open_array_without_fallocate_writes_zeros(tmp_path, monkeypatch):
+    monkeypatch.setattr("os.posix_fallocate", lambda *a: (_ for _ in ()).throw(OSError(errno.EOPNOTSUPP, "no")))
+    arr = open_array(tmp_path / "a.npy", dtype=np.uint8, shape=(3, 4, 5))
+    arr[1] = 7
+    arr.flush()
+    del arr
+    want = np.zeros((3, 4, 5), np.uint8)
+    want[1] = 7
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), want)
+
+
+def test_a_full_disk_is_a_named_error_and_leaves_nothing(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr("os.posix_fallocate", _enospc)
+    with pytest.raises(ConfigError) as err:
+        _features(Counting(), tiny_dataset, tmp_path)
+    entry = feature_entry(tmp_path, Counting(), tiny_dataset, "train")
+    n = len(tiny_dataset.train_x) * 8 * 8 * 3 * 4  # (N, 192) float32
+    assert str(entry) in str(err.value) and "disk is full" in str(err.value)
+    assert f"needs {n + 128} bytes" in str(err.value)  # array + the .npy header
+    assert list((tmp_path / "features").iterdir()) == []
+
+
+def test_a_full_disk_in_any_write_of_an_entry_is_named(tmp_path, monkeypatch):
+    def fill(tmp):
+        np.save(tmp / "a.npy", np.zeros(10))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(ConfigError, match="needs more than the 208 bytes that fitted"):
+        write_entry(tmp_path / "decoded" / "x", fill=fill, meta={})
+    assert list((tmp_path / "decoded").iterdir()) == []
+
+
+def test_atomic_writers_leave_no_temp_file_and_name_a_full_disk(tmp_path, monkeypatch):
+    from clproto.evaluation.results import write_atomic, write_text_atomic
+
+    target = tmp_path / "out" / "results.json"
+    write_text_atomic(target, "old")
+    with pytest.raises(RuntimeError):
+        write_atomic(target, lambda fh: (fh.write(b"half"), (_ for _ in ()).throw(RuntimeError("killed"))))
+    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["results.json"]
+    monkeypatch.setattr("os.fsync", _enospc)
+    with pytest.raises(ConfigError) as err:
+        write_text_atomic(target, "new text")
+    assert str(target) in str(err.value) and "disk is full" in str(err.value) and "8 bytes" in str(err.value)
+    assert target.read_text() == "old" and [p.name for p in target.parent.iterdir()] == ["results.json"]
+
+
+def test_a_checkpoint_that_fails_to_save_leaves_no_temp_file(tmp_path, monkeypatch):
+    from clproto.runner import _save_checkpoint
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(ConfigError, match="checkpoint.pt"):
+        _save_checkpoint(tmp_path / "checkpoint.pt", {"x": 1})
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_entry_metadata_records_the_key_and_checksums(tiny_dataset, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 
 import numpy as np
@@ -120,6 +121,12 @@ def test_official_tinyimagenet_layout(tiny_dataset, tmp_path, form):
         np.testing.assert_array_equal(got, want)
 
 
+def test_the_official_tinyimagenet_layout_read_as_an_image_folder_says_so(tiny_dataset, tmp_path):
+    write_zip(tmp_path / "tin.zip", _tinyimagenet_members(tiny_dataset))
+    with pytest.raises(ConfigError, match='extra folder level.*use dataset = "tinyimagenet:...'):
+        _load("imagefolder:tin.zip", tmp_path)
+
+
 def test_tinyimagenet_layout_errors(tiny_dataset, tmp_path):
     members = _tinyimagenet_members(tiny_dataset)
     write_zip(tmp_path / "noval.zip", {k: v for k, v in members.items() if "val_annotations" not in k})
@@ -164,3 +171,109 @@ def test_corrupt_member_bytes_in_zip_are_named(tiny_dataset, tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(ConfigError, match="train/c3/0040.png"):
         _load("imagefolder:crc.zip", tmp_path)
+
+
+def test_a_member_whose_bytes_disagree_with_its_crc_is_named_even_if_zipfile_does_not_check(tiny_dataset, tmp_path,
+                                                                                          monkeypatch):
+    """The explicit zlib.crc32 check does not rely on zipfile's own (a flipped byte in a JPEG decodes fine)."""
+    write_zip(tmp_path / "z.zip", image_folder_members(tiny_dataset))
+    real_read = zipfile.ZipFile.read
+
+    def read_flipped(self, name, pwd=None):
+        data = bytearray(real_read(self, name, pwd))
+        if getattr(name, "filename", name) == "train/c2/0030.png":
+            data[-5] ^= 0x01
+        return bytes(data)
+
+    monkeypatch.setattr(zipfile.ZipFile, "read", read_flipped)
+    with pytest.raises(ConfigError, match="'train/c2/0030.png' of .* fails its CRC-32 check"):
+        _load("imagefolder:z.zip", tmp_path)
+
+
+@pytest.mark.parametrize("form", ["zip", "dir"])
+@pytest.mark.parametrize("change, message", [
+    (lambda m: {k.replace("test/", "val/", 1): v for k, v in m.items()}, "a val/ folder where test/ was expected"),
+    (lambda m: {k.replace("train/", "train/images/", 1): v for k, v in m.items()}, "an extra folder level"),
+    (lambda m: {**m, "extra/c0/0.png": m["train/c0/0000.png"]}, "images in extra/ beside train/ and test/"),
+    (lambda m: {**m, "train/0000.png": m["train/c0/0000.png"]}, "'train/0000.png'"),
+    (lambda m: {k: v for k, v in m.items() if not k.startswith("test/c4/")}, "c4 have training images but no test"),
+])
+def test_other_layouts_say_what_was_found(tiny_dataset, tmp_path, form, change, message):
+    members = change(image_folder_members(tiny_dataset))
+    if form == "zip":
+        write_zip(tmp_path / "x.zip", members)
+    else:
+        write_dir(tmp_path / "x", members)
+    with pytest.raises(ConfigError, match=message):
+        _load("imagefolder:x.zip" if form == "zip" else "imagefolder:x", tmp_path, where="sc.toml")
+
+
+@pytest.mark.parametrize("form", ["zip", "dir"])
+def test_operating_system_litter_is_ignored(tiny_dataset, tmp_path, form):
+    junk = {"top/train/c0/._0000.png": b"\x00\x05\x16\x07", "top/train/c1/.DS_Store": b"\x00",
+            "top/test/Thumbs.db": b"\x00", "__MACOSX/top/train/c0/._0000.png": b"\x00\x05\x16\x07",
+            ".DS_Store": b"\x00"}  # macOS and Windows add these beside the data
+    members = {**{f"top/{k}": v for k, v in image_folder_members(tiny_dataset).items()}, **junk}
+    if form == "zip":
+        write_zip(tmp_path / "x.zip", members)
+    else:
+        write_dir(tmp_path / "x", members)
+    ds = _load("imagefolder:x.zip" if form == "zip" else "imagefolder:x", tmp_path)
+    assert len(ds.train_y) == len(tiny_dataset.train_y)  # the wrapping top/ folder is still recognised
+
+
+@pytest.mark.parametrize("tsv, message", [
+    ("c0\tzero\nc1\tone\n".encode("utf-16"), "classes.tsv in .* is not UTF-8 text \\(line 1"),
+    ("c0\tzéro\n".encode("utf-8") + b"c1\t\xff\n", "not UTF-8 text \\(line 2, byte 0xff\\)"),
+    (b"c0\tzero\n\nc1 one\n", "classes.tsv in .*, line 3: not <class id><TAB><names>"),
+    (b"c0\tzero\n\tnone\n", "line 2: not <class id><TAB><names>"),
+    (b"c0\tzero\nc0\tnull\n", "line 2: class id 'c0' is listed a second time"),
+])
+def test_bad_classes_tsv_names_the_line(tiny_dataset, tmp_path, tsv, message):
+    write_zip(tmp_path / "x.zip", {**image_folder_members(tiny_dataset), "classes.tsv": tsv})
+    with pytest.raises(ConfigError, match=message) as err:
+        _load("imagefolder:x.zip", tmp_path, where="sc.toml")
+    assert str(err.value).startswith("sc.toml, field 'dataset': ")
+
+
+def test_data_errors_name_the_definition_file(tmp_path):
+    (tmp_path / "garbage.zip").write_bytes(b"not a zip")
+    with pytest.raises(ConfigError, match="^scenarios/x.toml, field 'dataset': .*not a readable zip"):
+        _load("imagefolder:garbage.zip", tmp_path, where="scenarios/x.toml")
+
+
+@pytest.mark.parametrize("damage", ["meta-deleted", "npy-header", "class-names-missing"])
+def test_a_damaged_decoded_entry_is_decoded_again_with_a_note(tiny_dataset, tmp_path, damage, capsys):
+    write_zip(tmp_path / "tiny.zip", image_folder_members(tiny_dataset))
+    reference = np.array(_load("imagefolder:tiny.zip", tmp_path).train_x)
+    (entry,) = (tmp_path / "cache" / "decoded").iterdir()
+    if damage == "meta-deleted":
+        (entry / "meta.json").unlink()
+    elif damage == "npy-header":
+        raw = bytearray((entry / "train_y.npy").read_bytes())
+        raw[20:30] = b"{'(\x00\x00\x00\x00\x00\x00["
+        (entry / "train_y.npy").write_bytes(bytes(raw))
+    else:
+        meta = json.loads((entry / "meta.json").read_text())
+        del meta["class_names"]
+        (entry / "meta.json").write_text(json.dumps(meta))
+    capsys.readouterr()
+    again = _load("imagefolder:tiny.zip", tmp_path)
+    np.testing.assert_array_equal(again.train_x, reference)
+    assert f"decoded cache entry '{entry}' is corrupt" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "cache" / "decoded").iterdir()] == [entry.name]
+    _load("imagefolder:tiny.zip", tmp_path)
+    assert capsys.readouterr().err == ""  # healed: the next load is a plain hit
+
+
+def test_a_full_disk_while_decoding_is_named_and_leaves_nothing(tiny_dataset, tmp_path, monkeypatch):
+    import errno
+
+    def enospc(*a):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    write_zip(tmp_path / "tiny.zip", image_folder_members(tiny_dataset))
+    monkeypatch.setattr("os.posix_fallocate", enospc)
+    with pytest.raises(ConfigError, match=f"decoded/tiny-.*disk is full.*needs {72 * 8 * 8 * 3 + 128} bytes"):
+        _load("imagefolder:tiny.zip", tmp_path)
+    assert list((tmp_path / "cache" / "decoded").iterdir()) == []

@@ -116,3 +116,15 @@ def test_empty_test_set_is_an_error(tiny_dataset):
     broken = Dataset(d.name, d.train_x, d.train_y, d.test_x[keep], d.test_y[keep], d.class_names, d.identity)
     with pytest.raises(ConfigError, match="empty test set"):
         build_scenario(ci(class_order="listed"), broken, seed=0)
+
+
+def test_the_shots_hint_suggests_a_larger_cap_only_when_one_would_help(tiny_dataset):
+    with pytest.raises(ConfigError) as err:  # 12 training images per class, all of them kept
+        build_scenario(fs(shots=13), tiny_dataset, seed=0)
+    assert "train_per_class" not in str(err.value) and "at most 12 (the class has no more" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # the cap keeps 5 of 12
+        build_scenario(fs(shots=8, train_per_class=5), tiny_dataset, seed=0)
+    assert "at most 5, or a train_per_class of at least 8" in str(err.value)
+    with pytest.raises(ConfigError) as err:  # even without the cap there are too few
+        build_scenario(fs(shots=20, train_per_class=5), tiny_dataset, seed=0)
+    assert "at most 5, or at most 12 with a train_per_class of at least 12" in str(err.value)

@@ -34,6 +34,13 @@ class Dataset:
                     f"dataset {self.name!r}: {split} labels must lie in 0..{len(self.class_names) - 1}"
                 )
 
+    def __repr__(self) -> str:  # shapes only: the arrays may be gigabytes (or memory maps)
+        def arr(a: np.ndarray) -> str:
+            return f"{'x'.join(map(str, a.shape))} {a.dtype}"
+
+        return (f"Dataset({self.name!r}, train_x={arr(self.train_x)}, test_x={arr(self.test_x)}, "
+                f"classes={self.num_classes}, identity={self.identity[:12]!r})")
+
     @property
     def num_classes(self) -> int:
         return len(self.class_names)

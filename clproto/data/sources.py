@@ -16,17 +16,22 @@ Relative paths are resolved against the data root. Image folders are decoded onc
 into ``.npy`` files under ``<cache root>/decoded/<name>-<key>/`` (key: the zip's or folder's
 content hash and :data:`DECODE_VERSION`; see :mod:`clproto.features.cache`), and memory-mapped
 on every later load, so neither decoding nor loading holds a second copy of the images in RAM.
-A member that is not a decodable image, a corrupt zip and images of mixed sizes are
-:class:`ConfigError` naming the file and member; nothing is left in the cache.
+A member that is not a decodable image, a zip member whose bytes fail their CRC-32, a corrupt
+zip and images of mixed sizes are :class:`ConfigError` naming the file and member; so is any other
+layout than ``train/<class>/<image>`` + ``test/<class>/<image>`` (the error says what was found: a
+``val/`` folder, an extra folder level, stray files), a class without test images, and a
+``classes.tsv`` that is not UTF-8 or has a bad line (named by number). Operating-system litter
+(``__MACOSX/``, ``._*``, ``.DS_Store``, ``Thumbs.db``) is ignored. The error names the scenario
+definition (``where``); nothing is left in the cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
@@ -65,7 +70,7 @@ def load_dataset(
         return _digits()
     if spec in TORCHVISION_DATASETS or spec.lower() in {n.lower() for n in TORCHVISION_DATASETS}:
         name = next(n for n in TORCHVISION_DATASETS if n.lower() == spec.lower())
-        return _torchvision(name, root)
+        return _torchvision(name, root, where)
     kind, sep, rest = spec.partition(":")
     if sep and kind in ("imagefolder", "tinyimagenet"):
         path = Path(rest).expanduser()
@@ -80,7 +85,13 @@ def load_dataset(
                 value=spec,
             )
         reader = _read_imagefolder if kind == "imagefolder" else _read_tinyimagenet
-        return _decoded_cached(kind, path, reader, default_cache_root(cache_dir), progress=progress)
+        try:
+            return _decoded_cached(kind, path, reader, default_cache_root(cache_dir), progress=progress)
+        except ConfigError as exc:  # name the definition that asked for these data, like every other error
+            if exc.where:
+                raise
+            raise ConfigError(exc.message, where=where, field=exc.field or "dataset", value=exc.value,
+                              expected=exc.expected) from exc
     raise ConfigError(
         "unknown dataset",
         where=where,
@@ -114,7 +125,7 @@ def _digits() -> Dataset:
 
 
 # --------------------------------------------------------------------------- torchvision
-def _torchvision(name: str, root: Path) -> Dataset:
+def _torchvision(name: str, root: Path, where: str) -> Dataset:
     import torchvision
 
     cls = getattr(torchvision.datasets, name)
@@ -125,6 +136,7 @@ def _torchvision(name: str, root: Path) -> Dataset:
     except Exception as exc:  # network or file errors: say where we looked
         raise ConfigError(
             f"could not load or download torchvision {name} into {str(folder)!r}: {exc}",
+            where=where,
             field="dataset",
             value=name,
         ) from exc
@@ -160,7 +172,11 @@ class _Listing:
 
 
 class _Source:
-    """A directory or a zip file, read uniformly by relative posix path."""
+    """A directory or a zip file, read uniformly by relative posix path.
+
+    Operating-system litter (``__MACOSX/``, ``._*`` AppleDouble files, ``.DS_Store``, ``Thumbs.db``)
+    is not part of the listing. Reading a zip member checks its CRC-32 against the zip's directory.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -171,7 +187,7 @@ class _Source:
                 self.zip = zipfile.ZipFile(path)
             except (zipfile.BadZipFile, OSError) as exc:
                 raise ConfigError(f"{str(path)!r} is not a readable zip file: {exc}", field="dataset") from exc
-            names = [n for n in self.zip.namelist() if not n.endswith("/")]
+            names = [n for n in self.zip.namelist() if not n.endswith("/") and not _is_litter(n)]
             # tolerate one top-level folder wrapping everything (e.g. tiny-imagenet-200/...)
             tops = {n.split("/", 1)[0] for n in names}
             if len(tops) == 1 and all("/" in n for n in names) and next(iter(tops)) not in ("train", "test", "val"):
@@ -179,25 +195,46 @@ class _Source:
             self.files = sorted(n[len(self.prefix):] for n in names)
         else:
             base = path
-            entries = os.listdir(base)
+            entries = [e for e in os.listdir(base) if not _is_litter(e)]
             if len(entries) == 1 and (base / entries[0]).is_dir() and entries[0] not in ("train", "test", "val"):
                 base = base / entries[0]
             self.base = base
             self.files = sorted(
-                str(PurePosixPath(Path(dp).relative_to(base)) / f)
+                name
                 for dp, _, fs in os.walk(base)
                 for f in fs
+                if not _is_litter(name := str(PurePosixPath(Path(dp).relative_to(base)) / f))
             )
         self.fileset = set(self.files)
 
     def read(self, name: str) -> bytes:
-        if self.zip is not None:
-            return self.zip.read(self.prefix + name)
-        return (self.base / name).read_bytes()
+        if self.zip is None:
+            return (self.base / name).read_bytes()
+        info = self.zip.getinfo(self.prefix + name)
+        try:
+            data = self.zip.read(info)  # zipfile compares the CRC-32 itself once it read the whole member
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as exc:
+            problem = "fails its CRC-32 check" if "CRC" in str(exc) else f"cannot be read ({exc})"
+            raise self._damaged(name, problem) from exc
+        if zlib.crc32(data) != info.CRC:  # the same check, explicit: cheap (GB/s) next to decoding an image
+            raise self._damaged(name, "fails its CRC-32 check")
+        return data
+
+    def _damaged(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"member {name!r} of {str(self.path)!r} {problem}: the zip is damaged", field="dataset",
+                           expected="an intact zip (download or create it again)")
 
     def close(self) -> None:
         if self.zip is not None:
             self.zip.close()
+
+
+LITTER = ("__MACOSX", ".DS_Store", "Thumbs.db", "desktop.ini")  # files systems add beside the data
+
+
+def _is_litter(name: str) -> bool:
+    parts = name.split("/")
+    return parts[0] == "__MACOSX" or parts[-1].startswith("._") or parts[-1] in LITTER
 
 
 def _is_image(name: str) -> bool:
@@ -205,30 +242,61 @@ def _is_image(name: str) -> bool:
 
 
 def _read_tsv(src: _Source, name: str) -> dict[str, str]:
-    """``<id>\\t<names, comma separated>`` lines -> id: first name."""
+    """``<id>\\t<names, comma separated>`` lines -> id: first name. Not UTF-8, a line without a
+    tab or an id, and an id listed twice are ConfigErrors naming the file and the line."""
     out: dict[str, str] = {}
     if name not in src.fileset:
         return out
-    for line in src.read(name).decode("utf-8").splitlines():
-        if line.strip():
-            cid, _, names = line.partition("\t")
-            out[cid.strip()] = names.split(",")[0].strip() or cid.strip()
+    where = f"{name} in {str(src.path)!r}"
+    text = _read_text(src, name)
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        cid, tab, names = line.partition("\t")
+        cid = cid.strip()
+        if not tab or not cid:
+            raise ConfigError(f"{where}, line {n}: not <class id><TAB><names>", field="dataset", value=line[:80],
+                              expected="<class id>\\t<names, comma separated> on every line")
+        if cid in out:
+            raise ConfigError(f"{where}, line {n}: class id {cid!r} is listed a second time", field="dataset",
+                              value=line[:80], expected="each class id on one line")
+        out[cid] = names.split(",")[0].strip() or cid
     return out
+
+
+def _read_text(src: _Source, name: str) -> str:
+    raw = src.read(name)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{name} in {str(src.path)!r} is not UTF-8 text (line {line}, byte {raw[exc.start]:#04x})",
+                          field="dataset", expected="a UTF-8 text file") from exc
+
+
+IMAGEFOLDER_LAYOUT = "train/<class>/<image> and test/<class>/<image> (plus an optional classes.tsv)"
 
 
 def _read_imagefolder(src: _Source) -> _Listing:
     train: list[tuple[str, str]] = []
     test: list[tuple[str, str]] = []
+    stray: list[str] = []
     for f in src.files:
         parts = f.split("/")
-        if len(parts) == 3 and parts[0] in ("train", "test") and _is_image(f):
-            (train if parts[0] == "train" else test).append((parts[1], f))
-    if not train or not test:
+        if parts[0] in ("train", "test"):
+            if len(parts) == 3 and _is_image(f):
+                (train if parts[0] == "train" else test).append((parts[1], f))
+            else:
+                stray.append(f)
+    others = sorted({f.split("/")[0] + "/" for f in src.files if "/" in f and _is_image(f)} - {"train/", "test/"})
+    if not train or not test or others:
+        raise ConfigError(f"{str(src.path)!r} is not an image folder: {_layout_found(src, others)}",
+                          field="dataset", expected=IMAGEFOLDER_LAYOUT)
+    if stray:
         raise ConfigError(
-            f"{str(src.path)!r} holds no images under train/<class>/ and test/<class>/",
-            field="dataset",
-            expected="an image folder with train/<class>/<file> and test/<class>/<file>",
-        )
+            f"{str(src.path)!r} holds {len(stray)} file(s) that are not train/<class>/<image> or "
+            f"test/<class>/<image>: " + ", ".join(repr(f) for f in stray[:3]) + (" ..." if len(stray) > 3 else ""),
+            field="dataset", expected=IMAGEFOLDER_LAYOUT + " only")
     class_ids = sorted({c for c, _ in train})
     unknown = sorted({c for c, _ in test} - set(class_ids))
     if unknown:
@@ -236,7 +304,38 @@ def _read_imagefolder(src: _Source) -> _Listing:
             f"{str(src.path)!r}: test/ has classes with no training images: {unknown[:5]}",
             field="dataset",
         )
+    untested = sorted(set(class_ids) - {c for c, _ in test})
+    if untested:
+        raise ConfigError(
+            f"{str(src.path)!r}: class(es) {', '.join(untested[:5])}{' ...' if len(untested) > 5 else ''} have "
+            f"training images but no test images (no test/{untested[0]}/)",
+            field="dataset", expected="test images for every class")
     return _Listing(class_ids, _read_tsv(src, "classes.tsv"), train, test)
+
+
+def _layout_found(src: _Source, others: list[str]) -> str:
+    """Which layout ``src`` has instead of train/<class>/ + test/<class>/, in a few words."""
+    images = [f for f in src.files if _is_image(f)]
+    if not images:
+        return "it holds no images"
+    tops = sorted({f.split("/")[0] + "/" for f in images if "/" in f})
+    found = []
+    if "val/" in tops and "test/" not in tops:
+        found.append("a val/ folder where test/ was expected")
+    if others and not found:
+        found.append("images in " + ", ".join(others[:3]) + " beside train/ and test/")
+    deeper = [f for f in images if f.split("/")[0] in ("train", "test", "val") and len(f.split("/")) > 3]
+    if deeper:
+        found.append(f"an extra folder level, e.g. {deeper[0]!r}")
+    flat = [f for f in images if f.split("/")[0] in ("train", "test", "val") and len(f.split("/")) == 2]
+    if flat:
+        found.append(f"images without a class folder, e.g. {flat[0]!r}")
+    for split in ("train/", "test/"):
+        if split not in tops and not (split == "test/" and "val/" in tops):
+            found.append(f"no {split} folder")
+    hint = (" - the official Tiny-ImageNet layout: use dataset = \"tinyimagenet:...\""
+            if "val/val_annotations.txt" in src.fileset else "")
+    return "found " + "; ".join(found) + f" (top-level folders with images: {', '.join(tops) or 'none'}){hint}"
 
 
 def _read_tinyimagenet(src: _Source) -> _Listing:
@@ -255,7 +354,7 @@ def _read_tinyimagenet(src: _Source) -> _Listing:
     class_ids = sorted({c for c, _ in train})
     known = set(class_ids)
     test = []
-    for n, line in enumerate(src.read("val/val_annotations.txt").decode("utf-8").splitlines(), 1):
+    for n, line in enumerate(_read_text(src, "val/val_annotations.txt").splitlines(), 1):
         fields = line.split("\t")
         if not line.strip():
             continue
@@ -271,21 +370,26 @@ def _read_tinyimagenet(src: _Source) -> _Listing:
 def _decode_image(src: _Source, name: str) -> np.ndarray:
     from PIL import Image
 
+    data = src.read(name)  # a damaged zip member is a ConfigError naming it (CRC-32)
     try:
-        with Image.open(io.BytesIO(src.read(name))) as im:
+        with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)  # (H, W, 3); greyscale -> RGB
     except Exception as exc:
-        raise ConfigError(f"cannot decode image member {name!r} of {str(src.path)!r}: {exc}", field="dataset") from exc
+        reason = "not an image format PIL recognises" if type(exc).__name__ == "UnidentifiedImageError" else str(exc)
+        raise ConfigError(f"cannot decode image member {name!r} of {str(src.path)!r}: {reason}",
+                          field="dataset") from exc
 
 
 def _decode_into(folder: Path, split: str, src: _Source, members: list[tuple[str, str]], label_of: dict[str, int],
-                 progress: bool) -> dict[str, np.ndarray]:
+                 progress: bool, entry: Path) -> dict[str, np.ndarray]:
     """Decode ``members`` straight into ``<folder>/<split>_x.npy`` (a memory map: no second copy in RAM)."""
     from clproto.progress import progress_bar
 
+    from clproto.features.cache import open_array
+
     first = _decode_image(src, members[0][1])
-    x = np.lib.format.open_memmap(folder / f"{split}_x.npy", mode="w+", dtype=np.uint8,
-                                  shape=(len(members), *first.shape))  # (N, H, W, 3)
+    x = open_array(folder / f"{split}_x.npy", dtype=np.uint8, shape=(len(members), *first.shape),
+                   entry=entry)  # (N, H, W, 3), disk space reserved before a byte is written
     y = np.array([label_of[cid] for cid, _ in members], dtype=np.int64)  # (N,)
     bar = progress_bar(range(len(members)), desc=f"decode {src.path.name} {split}", enabled=progress, unit="img")
     for i in bar:
@@ -311,19 +415,17 @@ def _decoded_cached(
     progress: bool,
 ) -> Dataset:
     """Decode an image folder once into ``<cache>/decoded/<name>-<key>/`` and memory-map it after."""
-    from clproto.features.cache import CorruptEntry, discard_entry, read_entry, write_entry
+    from clproto.features.cache import CorruptEntry, discard_entry, note_corrupt, write_entry
 
     identity = _hash_path(path, f"{kind}-decode-v{DECODE_VERSION}")
     entry = cache / "decoded" / f"{path.stem}-{identity[:24]}"
     for attempt in range(2):
         try:
-            arrays = read_entry(entry, verify=attempt == 0)  # (verified when it was written just now)
-            names = json.loads((entry / "meta.json").read_text())["class_names"]
-            return Dataset(path.stem, arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"],
-                           tuple(names), identity)
+            return _read_decoded(entry, path.stem, identity, verify=attempt == 0)  # (verified if not just written)
         except FileNotFoundError:
             pass
-        except CorruptEntry:
+        except CorruptEntry as exc:
+            note_corrupt("decoded cache entry", entry, exc, f"decoding {path.name} again")
             discard_entry(entry)  # decode again below
         listing: dict = {}
 
@@ -333,8 +435,8 @@ def _decoded_cached(
                 found = reader(src)
                 label_of = {c: i for i, c in enumerate(found.class_ids)}
                 listing["class_names"] = [found.class_names.get(c, c) for c in found.class_ids]
-                return {**_decode_into(tmp, "train", src, found.train, label_of, progress),
-                        **_decode_into(tmp, "test", src, found.test, label_of, progress)}
+                return {**_decode_into(tmp, "train", src, found.train, label_of, progress, entry),
+                        **_decode_into(tmp, "test", src, found.test, label_of, progress, entry)}
             finally:
                 src.close()
 
@@ -342,6 +444,18 @@ def _decoded_cached(
                 "decode_version": DECODE_VERSION}
         write_entry(entry, fill=fill, meta=meta, late_meta=listing)
     raise RuntimeError(f"decoded cache entry {entry} could not be read back after writing it")
+
+
+def _read_decoded(entry: Path, name: str, identity: str, *, verify: bool) -> Dataset:
+    """The dataset of a decoded entry; CorruptEntry when its arrays or class names do not fit together."""
+    from clproto.features.cache import CorruptEntry, read_entry, read_meta
+
+    arrays = read_entry(entry, verify=verify)
+    try:
+        names = tuple(str(n) for n in read_meta(entry)["class_names"])
+        return Dataset(name, arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"], names, identity)
+    except Exception as exc:  # no class_names, a missing array, labels beyond the names, ...
+        raise CorruptEntry(f"{type(exc).__name__}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- hashing

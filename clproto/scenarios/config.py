@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
+from clproto.errors import ConfigError
+
 ClassOrder = Union[str, list]  # "listed", "random", or an explicit list of class ids / names
 
 KINDS = ("class-incremental", "few-shot")
+COUNTS = ("initial_increment", "increment", "base_classes", "ways", "shots", "sessions", "train_per_class",
+          "test_per_class")  # integer fields that are counts: 0 or more
 
 
 @dataclass(frozen=True)
@@ -29,3 +33,12 @@ class ScenarioConfig:
     train_per_class: int = 0  # cap on training images per class (seeded sample); 0 = all
     test_per_class: int = 0  # cap on test images per class (seeded sample); 0 = all
     description: str = ""  # free text shown by `clproto list`
+
+    def __post_init__(self) -> None:
+        # counts are checked here, not when the scenario is built, so that every path that reads a
+        # definition (run, sweep, --set) refuses a negative one before any run starts
+        for name in COUNTS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError("must be a non-negative integer", field=name, value=value,
+                                  expected="0 (all images) or a positive cap" if name.endswith("_per_class") else "0 or more")

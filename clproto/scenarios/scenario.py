@@ -168,7 +168,7 @@ def build_scenario(config: ScenarioConfig, dataset: Dataset, *, seed: int, where
                         f"class {_name(dataset, c)} has only {len(pool)} training images, fewer than the "
                         f"{config.shots} shots requested",
                         where=where, field="shots", value=config.shots,
-                        expected=f"at most {len(pool)} (or a larger train_per_class)",
+                        expected=_shots_hint(config, len(pool), int(np.count_nonzero(dataset.train_y == c))),
                     )
                 pool = np.sort(shot_rng.choice(pool, size=config.shots, replace=False))
             elif len(pool) == 0:
@@ -198,6 +198,16 @@ def build_scenario(config: ScenarioConfig, dataset: Dataset, *, seed: int, where
 
 def _name(dataset: Dataset, c: int) -> str:
     return f"{c} ({dataset.class_names[c]!r})"
+
+
+def _shots_hint(config: ScenarioConfig, kept: int, total: int) -> str:
+    """What would work when a class has fewer than ``shots`` training images: a larger
+    ``train_per_class`` only when the cap, not the dataset, is what keeps too few."""
+    if kept == total:
+        return f"at most {total} (the class has no more training images)"
+    if total >= config.shots:
+        return f"at most {kept}, or a train_per_class of at least {config.shots}"
+    return f"at most {kept}, or at most {total} with a train_per_class of at least {total}"
 
 
 def _class_order(config: ScenarioConfig, dataset: Dataset, seed: int, where: str) -> list[int]:
