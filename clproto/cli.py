@@ -137,7 +137,7 @@ def cmd_run(args) -> int:
     from clproto.config import load_scenario, load_strategy, read_toml
     from clproto.progress import progress_enabled
     from clproto.reports.build import markdown_table, write_report
-    from clproto.reports.collect import load_results, summary_frame
+    from clproto.reports.collect import summary_frame
     from clproto.sweep import GridConfig, InProcessBackend, SweepConfig, check_out, expand_grid, run_sweep, worker_settings
 
     _setup(args)
@@ -166,7 +166,7 @@ def cmd_run(args) -> int:
     summary = run_sweep(specs, out=out, backend=InProcessBackend(threads=threads), settings=settings,
                         progress=progress_enabled(), summary_name=None, overwrite=args.overwrite, desc="run",
                         announce=False)
-    results = load_results([out]) if summary.done or summary.skipped else []
+    results = _collect([out]) if summary.done or summary.skipped else []
     if results:  # the report covers every result under --out, not only this invocation's
         report_dir = out / "report"
         write_report(results, report_dir)
@@ -192,20 +192,27 @@ def _torch_threads() -> int:
 
 def cmd_report(args) -> int:
     from clproto.reports.build import markdown_table, write_report
-    from clproto.reports.collect import collect, summary_frame
+    from clproto.reports.collect import summary_frame
 
     _setup(args)
-    pooled = collect(args.runs, split_configs=args.split_configs)
-    for note in pooled.notes[:20]:  # duplicates counted once, names split into rows
-        print(f"clproto: note: {note}", file=sys.stderr)
-    if len(pooled.notes) > 20:
-        print(f"clproto: note: ... and {len(pooled.notes) - 20} more such notes", file=sys.stderr)
-    results = pooled.results
+    results = _collect(args.runs, split_configs=args.split_configs)
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
     paths = write_report(results, out, title=args.title)
     print(markdown_table(summary_frame(results)))
     print(f"{len(results)} runs; wrote {len(paths)} files to {out}/ (tables.md/.tex/.csv, figures, report.html)")
     return 0
+
+
+def _collect(paths, *, split_configs: bool = False) -> list:
+    """Every result under ``paths``, pooled by configuration (one name, one configuration; duplicates once)."""
+    from clproto.reports.collect import collect
+
+    pooled = collect(paths, split_configs=split_configs)
+    for note in pooled.notes[:20]:  # duplicates counted once, names split into rows
+        print(f"clproto: note: {note}", file=sys.stderr)
+    if len(pooled.notes) > 20:
+        print(f"clproto: note: ... and {len(pooled.notes) - 20} more such notes", file=sys.stderr)
+    return pooled.results
 
 
 def cmd_list(args) -> int:

@@ -658,7 +658,7 @@ def run_sweep(
         backend.start()
     try:
         if todo:  # definition errors surface here, before anything is written under `out`
-            _prepare_all(backend, todo, settings, progress=progress, log=log)
+            _prepare_all(backend, todo, settings, progress=progress, log=log, announce=announce)
         with _exclusive(out):  # one sweep at a time per output folder
             todo, finished = plan(specs, out, overwrite=overwrite)  # again: another sweep may have finished some
             summary.skipped = [s.label for s in finished]
@@ -700,7 +700,8 @@ def _default_log(progress: bool) -> Callable[[str], None]:
     return lambda s: print(s, file=sys.stderr)
 
 
-def _prepare_all(backend, todo: list[RunSpec], settings: dict, *, progress: bool, log: Callable[[str], None]) -> None:
+def _prepare_all(backend, todo: list[RunSpec], settings: dict, *, progress: bool, log: Callable[[str], None],
+                 announce: bool = True) -> None:
     """Run the prepare tasks; a definition error in any of them stops the sweep before its first run."""
     from clproto.progress import progress_bar
 
@@ -713,7 +714,7 @@ def _prepare_all(backend, todo: list[RunSpec], settings: dict, *, progress: bool
             raise ConfigError(outcome["error"])  # already names the file, field and value
         if outcome["status"] == "failed":
             log(f"sweep: preparing {names} failed ({outcome['error']}); their runs will record their own errors")
-        else:
+        elif announce:
             log(f"sweep: prepared {task['dataset']} for {names} ({outcome['seconds']:.1f}s)")
 
 
@@ -730,8 +731,11 @@ def _record(spec: RunSpec, outcome: Outcome, out: Path, summary: SweepSummary) -
         summary.done.append(spec.label)
         notes = f" [{'; '.join(outcome['notes'])}]" if outcome.get("notes") else ""
         return f"{spec.label}: final acc {100 * outcome['final_accuracy']:.2f}% ({outcome['seconds']:.1f}s){notes}"
-    write_text_atomic(folder / ERROR_FILE, f"{spec.label}\nconfig_hash: {spec.config_hash}\n\n"
-                       f"{outcome['error']}\n\n{outcome.get('traceback', '')}")
+    try:
+        write_text_atomic(folder / ERROR_FILE, f"{spec.label}\nconfig_hash: {spec.config_hash}\n\n"
+                          f"{outcome['error']}\n\n{outcome.get('traceback', '')}")
+    except ConfigError:  # e.g. the disk is full: nothing can be recorded, so stop on the run's own error
+        raise ConfigError(outcome["error"]) from None
     summary.failed.append((spec.label, outcome["error"], str(folder)))
     return f"{spec.label}: FAILED {outcome['error']}"
 

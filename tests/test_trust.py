@@ -36,7 +36,8 @@ def test_probe(probe: Probe, tmp_path, monkeypatch, capsys):
     if probe.code == 2:
         assert "Traceback" not in err
         assert err.count("\n") <= 3, f"expected a short named error, got:\n{err}"
-    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name]
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp") or ".tmp." in p.name
+                 or p.name.startswith((".tmp-", ".trash-"))]  # atomic files, cache entries being published
     assert not leftovers, f"temporary files left: {leftovers}"
     if probe.code == 2 and not probe.allow_results:
         written = [p for p in tmp_path.rglob("*") if p.name in ("results.json", "config.json")]

@@ -39,7 +39,7 @@ import torch
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
-from clproto.evaluation.results import write_text_atomic
+from clproto.evaluation.results import write_atomic, write_text_atomic
 from clproto.features.backbone import extract_dataset_features
 from clproto.scenarios.scenario import Scenario
 from clproto.training.base_session import BaseTrainingConfig, TrainedBase, encode, train_base_session
@@ -149,12 +149,9 @@ def load_or_train(scenario: Scenario, spec: str, *, cache_dir: str | os.PathLike
                                      scenario.dataset.train_y[base.train_indices],
                                      config=config, progress=progress, where=where)
         seconds = time.perf_counter() - t0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         state = dataclasses.asdict(trained)
         state["config"] = dataclasses.asdict(trained.config)
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        write_atomic(path, lambda fh: torch.save(state, fh))  # no temp file left, even on a full disk
         _write_log(path.with_suffix(".json"), trained, seconds, dataset=scenario.dataset, n_train=len(base.train_indices))
         note = f"base-trained backbone trained in {seconds:.0f} s ({path.name})"
     best = trained.best_val_accuracy
