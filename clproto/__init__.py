@@ -11,7 +11,7 @@ Python API (see the README)::
 
 __version__ = "0.1.0"
 
-from clproto.config import StrategyConfig, load_scenario as _load_scenario, load_strategy as _load_strategy, parse_override
+from clproto.config import StrategyConfig, named_scenario, named_strategy, parse_override
 from clproto.data import Dataset, load_dataset
 from clproto.errors import ConfigError
 from clproto.evaluation import Evaluator, Metrics, RunResult, metrics
@@ -21,14 +21,25 @@ from clproto.strategies import REGISTRY, Registry, Strategy
 
 
 def load_scenario(path, *, overrides=()):
-    """Read a scenario definition; ``overrides`` are ``"scenario.key=value"`` strings."""
-    return _load_scenario(path, overrides=[parse_override(o) if isinstance(o, str) else o for o in overrides])
+    """Read a scenario definition; ``overrides`` are ``"scenario.key=value"`` strings.
+
+    As on the command line, a scenario whose fields the overrides change is named by them
+    (``split-digits@test_per_class=20``), unless an override sets ``scenario.name`` itself.
+    """
+    from pathlib import Path
+
+    return named_scenario(Path(path), [parse_override(o) if isinstance(o, str) else o for o in overrides])
 
 
 def load_strategy(path, *, registry=None, overrides=()):
-    """Read a strategy definition and check it against ``registry`` (default: :data:`REGISTRY`)."""
-    return _load_strategy(path, registry or REGISTRY,
-                          overrides=[parse_override(o) if isinstance(o, str) else o for o in overrides])
+    """Read a strategy definition and check it against ``registry`` (default: :data:`REGISTRY`).
+
+    Overrides that change it name it, as on the command line (``teen@alpha=0.25``).
+    """
+    from pathlib import Path
+
+    return named_strategy(Path(path), [parse_override(o) if isinstance(o, str) else o for o in overrides],
+                          registry or REGISTRY)
 
 
 __all__ = [

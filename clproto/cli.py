@@ -7,7 +7,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import time
 from pathlib import Path
 
 from clproto.errors import ConfigError
@@ -51,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run strategies on a scenario over seeds, then report",
                        description="Run every STRATEGY on SCENARIO for every seed; write results.json per run and a "
-                                   "report (table + plots). With no arguments: the embedded split-digits default.")
+                                   "report (table + plots) of every result under --out. With no arguments: the embedded "
+                                   "split-digits default. Runs already finished in --out with the same configuration "
+                                   "are skipped; a different configuration under the same name is refused unless "
+                                   "--overwrite; a failed run leaves error.txt and the others go on (exit 1). An "
+                                   "override that changes a definition names the run by it, e.g. teen@alpha=0.25.")
     p.add_argument("scenario", nargs="?", metavar="SCENARIO.toml", help="scenario definition")
     p.add_argument("strategies", nargs="*", metavar="STRATEGY.toml", help="strategy definitions (default: the built-in set)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default: 0 1 2)")

@@ -48,9 +48,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from clproto.config import (Override, ResolvedStrategy, check_name, check_overrides_used, config_diff, config_hash,
-                            from_mapping, label_value, load_scenario, load_strategy, parse_override, read_toml,
-                            to_plain)
+from clproto.config import (Override, check_overrides_used, config_diff, config_hash, from_mapping, named_scenario,
+                            named_strategy, parse_override, read_toml, to_plain)
+from clproto.config import ResolvedStrategy
 from clproto.errors import ConfigError
 from clproto.evaluation.results import write_text_atomic
 from clproto.scenarios.config import ScenarioConfig
@@ -202,55 +202,6 @@ def expand_grid(
                                 where=where, expected="unique scenario and strategy names")
                         specs.setdefault(key, spec)
     return list(specs.values())
-
-
-def _value_at(d: Any, path: tuple[str, ...]) -> Any:
-    for k in path:
-        if not isinstance(d, dict) or k not in d:
-            return "<absent>"
-        d = d[k]
-    return d
-
-
-def override_labels(plain: dict, final: dict, overrides: list[Override]) -> list[str]:
-    """``field=value`` for each overridden field whose final value differs from the definition's own.
-
-    ``plain`` / ``final``: the definition without / with the overrides, as plain dicts. An override
-    that sets ``name`` explicitly means the user named the result: no labels are added then.
-    """
-    if plain.get("name") != final.get("name"):
-        return []
-    labels, seen = [], set()
-    for ov in overrides:
-        if ov.path in seen:
-            continue
-        seen.add(ov.path)
-        if _value_at(plain, ov.path) != _value_at(final, ov.path):
-            labels.append(f"{ov.path[-1]}={label_value(_value_at(final, ov.path))}")
-    return labels
-
-
-def with_labels(name: str, labels: list[str], *, where: str) -> str:
-    """``name@a=1,b=2`` — the name a run folder and a table row get when overrides change a definition."""
-    return check_name(f"{name}@{','.join(labels)}" if labels else name, where=where)
-
-
-def named_scenario(path: Path, overrides: list[Override]) -> ScenarioConfig:
-    """The scenario of ``path`` with ``overrides``, renamed by the fields they change (see :func:`override_labels`)."""
-    plain = load_scenario(path)
-    sc = load_scenario(path, overrides=overrides) if overrides else plain
-    labels = override_labels(to_plain(plain), to_plain(sc), [ov for ov in overrides if ov.target == "scenario"])
-    return replace(sc, name=with_labels(sc.name, labels, where=str(path))) if labels else sc
-
-
-def named_strategy(path: Path, overrides: list[Override], registry: Registry) -> ResolvedStrategy:
-    """The strategy of ``path`` with ``overrides``, renamed by the fields they change."""
-    plain = load_strategy(path, registry)
-    st = load_strategy(path, registry, overrides=overrides) if overrides else plain
-    labels = override_labels(plain.to_dict(), st.to_dict(), [ov for ov in overrides if ov.target != "scenario"])
-    if not labels:
-        return st
-    return replace(st, config=replace(st.config, name=with_labels(st.name, labels, where=str(path))))
 
 
 # --------------------------------------------------------------------------- planning (no run yet)
