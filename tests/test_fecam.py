@@ -49,7 +49,7 @@ class PaperFeCAM:
         if self.norm:
             sd = np.sqrt(np.diag(s))
             s = np.eye(d) if np.all(sd == 0) else s / np.outer(sd, sd)
-        return np.linalg.pinv(s, hermitian=True)
+        return np.linalg.pinv(s, rcond=d * np.finfo(float).eps, hermitian=True)  # torch.linalg.pinv's default cutoff
 
     def fit(self, exp):
         x, y = exp.dataset.train_x.astype(np.float64), exp.dataset.train_y
@@ -74,6 +74,8 @@ CASES = {  # name: (make_tiny_dataset kwargs, feature_dataset dim, scenario, FeC
     "singular-pixels": (dict(train_per_class=6, test_per_class=10, size=2), 0, CI, {}),  # 6 samples, 12 dims
     "no-tukey-no-norm": (dict(train_per_class=30, test_per_class=8), 6, CI,
                          {"tukey_lambda": 1.0, "gamma2": 0.0, "normalize_covariance": False}),
+    "unshrunk-singular-pixels": (dict(train_per_class=6, test_per_class=10, size=2), 0, CI,  # pinv of rank-5 matrices
+                                 {"gamma1": 0.0, "gamma2": 0.0}),
     "few-shot-own": (dict(train_per_class=30, test_per_class=8), 6, FS, {}),  # 3 shots, 6 dims: singular
     "few-shot-calibrated": (dict(train_per_class=30, test_per_class=8), 6, FS, {"novel_covariance": "calibrated"}),
 }

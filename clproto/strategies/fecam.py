@@ -18,7 +18,7 @@ with, in the order the official code applies them:
 * shrinkage (Sec. 4.2, Eq. 6): Σ_s = Σ + γ₁ V₁ I + γ₂ V₂ (1 − I), V₁ the mean of the diagonal,
   V₂ the mean of the non-zero off-diagonal entries (γ₁ = γ₂ = 1 in the code's ResNet configs);
 * correlation normalisation (Sec. 4.2): Σ̂(i, j) = Σ_s(i, j) / (σ_i σ_j), σ_i = √Σ_s(i, i);
-* the inverse is the pseudo-inverse, as in the code.
+* the inverse is the pseudo-inverse, as in the code (computed by Cholesky when Σ̂ is positive definite).
 
 The backbone here is frozen from the first experience on, so every experience, the first
 included, is handled as the code handles experiences after the first (the code scores its first
@@ -114,6 +114,15 @@ def correlation(cov: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def _inverse(cov: torch.Tensor) -> torch.Tensor:
+    """The pseudo-inverse of a symmetric (D, D) matrix, by Cholesky when it is positive definite (the usual case
+    after shrinkage: same result, ~10x faster than the eigendecomposition), else by ``pinv``."""
+    chol, info = torch.linalg.cholesky_ex(cov)
+    if int(info) == 0:
+        return torch.cholesky_inverse(chol)
+    return torch.linalg.pinv(cov, hermitian=True)
+
+
 class FeCAM:
     """FeCAM: Mahalanobis distance with per-class shrunk, normalised covariances (Goswami et al. 2023)."""
 
@@ -176,7 +185,7 @@ class FeCAM:
             cov = shrink(cov, cfg.gamma1, cfg.gamma2)
             if cfg.normalize_covariance:
                 cov = correlation(cov)
-            self.precisions[c] = torch.linalg.pinv(cov, hermitian=True)
+            self.precisions[c] = _inverse(cov)
             self.prototypes[c] = F.normalize(tukey(mean, cfg.tukey_lambda), dim=0)
             self.seen[c] = True
 
