@@ -24,7 +24,7 @@ FS = ScenarioConfig(name="t", dataset="tiny", kind="few-shot", base_classes=2, w
 
 
 class PaperFeCAM:
-    """FeCAM Sec. 4 in NumPy: Tukey v^λ, per-class covariance, shrinkage (Eq. 6), correlation normalisation,
+    """FeCAM in NumPy: Tukey v^λ, per-class covariance, shrinkage, correlation normalisation,
     pseudo-inverse, squared Mahalanobis distance between L2-normalised transformed vectors; optionally the
     base-covariance calibration of novel classes (Goswami et al. 2024)."""
 

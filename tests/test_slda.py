@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class PaperSLDA:
-    """Hayes & Kanan, Eq. 1-5, one sample at a time, in NumPy float64."""
+    """Hayes & Kanan's update and LDA scores, one sample at a time, in NumPy float64."""
 
     def __init__(self, num_classes: int, dim: int, eps: float = 1e-4) -> None:
         self.mu = np.zeros((num_classes, dim))

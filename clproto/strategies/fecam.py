@@ -4,28 +4,28 @@ Goswami, Liu, Twardowski & van de Weijer, "FeCAM: Exploiting the Heterogeneity o
 Distributions in Exemplar-Free Continual Learning", NeurIPS 2023 (official code
 github.com/dipamgoswami/FeCAM, ``models/base.py``, ``utils/maha_utils.py``). Every class y keeps its
 prototype μ_y and its own covariance Σ_y; a sample goes to the class at the smallest squared
-Mahalanobis distance (Sec. 4, Eq. 5), so score_y(x) = −D_M(x, μ_y):
+Mahalanobis distance, so score_y(x) = −D_M(x, μ_y) (``_maha_dist`` / ``_mahalanobis`` in the code):
 
     D_M(x, μ_y) = (x̃ − μ̃_y)ᵀ Σ̂_y⁻¹ (x̃ − μ̃_y)
 
 with, in the order the official code applies them:
 
-* Tukey's ladder of powers (Sec. 4.3): T(v) = v^λ elementwise (λ = 0.5; λ = 1 turns it off), for
+* Tukey's ladder of powers (``_tukeys_transform``): T(v) = v^λ elementwise (λ = 0.5; λ = 1 turns it off), for
   non-negative (post-ReLU) features. x̃ = T(x) / ‖T(x)‖₂ and μ̃_y = T(μ_y) / ‖T(μ_y)‖₂ where μ_y is
   the mean of the *untransformed* features (the code L2-normalises test features before T and
   again after; the first normalisation cancels, so x̃ is as written).
 * the covariance Σ_y = sample covariance (denominator n − 1) of T(features) of class y;
-* shrinkage (Sec. 4.2, Eq. 6): Σ_s = Σ + γ₁ V₁ I + γ₂ V₂ (1 − I), V₁ the mean of the diagonal,
+* shrinkage (``shrink_cov``): Σ_s = Σ + γ₁ V₁ I + γ₂ V₂ (1 − I), V₁ the mean of the diagonal,
   V₂ the mean of the non-zero off-diagonal entries (γ₁ = γ₂ = 1 in the code's ResNet configs);
-* correlation normalisation (Sec. 4.2): Σ̂(i, j) = Σ_s(i, j) / (σ_i σ_j), σ_i = √Σ_s(i, i);
+* correlation normalisation (``normalize_cov``): Σ̂(i, j) = Σ_s(i, j) / (σ_i σ_j), σ_i = √Σ_s(i, i);
 * the inverse is the pseudo-inverse, as in the code (computed by Cholesky when Σ̂ is positive definite).
 
 The backbone here is frozen from the first experience on, so every experience, the first
 included, is handled as the code handles experiences after the first (the code scores its first
 task with its trained classifier's weights and no covariance; that path needs a trained backbone).
 
-Singular input, without NaN: with n ≤ D samples Σ is singular and the shrinkage makes it full
-rank (V₁ > 0 whenever the class's features vary at all). A class with one sample (or no
+Singular input, without NaN: with n ≤ D samples Σ is singular and the shrinkage normally makes it full
+rank (V₁ > 0 whenever the features vary at all; ``pinv`` covers the rest). A class with one sample (or no
 variation) has Σ = 0, which neither shrinkage nor normalisation can repair; there Σ̂ = I (a
 dimension without variance gets correlation 1 with itself, 0 with the others), i.e. the cosine
 prototype classifier on T(features). n − 1 = 0 is read as 1 (the scatter is zero anyway).

@@ -3,14 +3,14 @@
 Hayes & Kanan, "Lifelong Machine Learning with Deep Streaming Linear Discriminant Analysis",
 CVPR Workshops 2020 (official code github.com/tyler-hayes/Deep_SLDA). Every class keeps a running
 mean of its (raw, unnormalised) features and all classes share one covariance matrix, both updated
-one sample at a time (Sec. 3, Eq. 1-3). For the t-th sample z_t (t = 0, 1, ...) of class k, with
+one sample at a time (the paper's update rules; ``StreamingLDA.fit`` in the code). For the t-th sample z_t (t = 0, 1, ...) of class k, with
 c_k samples of k seen before it:
 
     Δ_t = t / (t + 1) · (z_t − μ_k)(z_t − μ_k)ᵀ          (μ_k: the running mean *before* z_t; 0 if c_k = 0)
     Σ_{t+1} = (t Σ_t + Δ_t) / (t + 1)
     μ_k ← (c_k μ_k + z_t) / (c_k + 1),   c_k ← c_k + 1
 
-Prediction is the LDA linear classifier with shrinkage ε (Eq. 4-5; ε = 1e-4 in the paper and code):
+Prediction is the LDA linear classifier with shrinkage ε (``predict``; ε = 1e-4 in the paper and code):
 
     Λ = ((1 − ε) Σ + ε I)⁻¹,   w_k = Λ μ_k,   b_k = −½ μ_kᵀ Λ μ_k,   score_k(x) = w_kᵀ x + b_k.
 
