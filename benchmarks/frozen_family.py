@@ -67,7 +67,10 @@ def main() -> int:
     ap.add_argument("--features", choices=["real", "synthetic"], default="real" if SHARED.exists() else "synthetic")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--strategies", nargs="+", help="implementations to run (default: every registered features-strategy)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 is steadier on a shared machine)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     entries = [e for e in REGISTRY if e.cls.input_kind == "features"]
     skipped = [e.name for e in entries if "class-incremental" not in e.scenario_kinds]
@@ -86,7 +89,8 @@ def main() -> int:
         feats = synthetic_features(args.seed)
         runner._datasets["synthetic"] = feats
         runner._features[(feats.identity, backbone)] = (feats, "synthetic features", 0.0)
-        what = "synthetic: random non-negative 512-d features, 50000 train / 10000 test, 10 classes"
+        what = ("synthetic: random non-negative 512-d features, 50000 train / 10000 test, 10 classes "
+                "(same shapes and work as the real features; the accuracies mean nothing)")
 
     print(f"# frozen-feature family on a whole Split-CIFAR-10 stream (5 experiences x 2 classes), seed {args.seed}")
     print(f"# features: {what}")
