@@ -52,4 +52,5 @@ class SLDA:
 
 def register(registry) -> None:
     """Called by `clproto run --plugin examples/my_strategy.py` with the registry to extend."""
-    registry.register("slda", SLDA, description="streaming LDA, shared covariance (Hayes & Kanan 2020)")
+    # "slda" is taken by the built-in streaming rule (clproto/strategies/slda.py): this pooled form gets its own name
+    registry.register("lda-pooled", SLDA, description="LDA with a pooled within-class covariance (after Hayes & Kanan 2020)")

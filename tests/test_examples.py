@@ -18,8 +18,8 @@ def test_new_strategy_plugin_runs_with_clproto_run(tmp_path):
               "--out", str(tmp_path / "runs"), "--no-progress", tmp_path=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
-    assert any(r.startswith("| slda-pixels |") for r in rows) and any(r.startswith("| nmc-pixels |") for r in rows)
-    assert (tmp_path / "runs" / "split-digits" / "slda-pixels" / "seed0" / "results.json").exists()
+    assert any(r.startswith("| lda-pixels |") for r in rows) and any(r.startswith("| nmc-pixels |") for r in rows)
+    assert (tmp_path / "runs" / "split-digits" / "lda-pixels" / "seed0" / "results.json").exists()
 
 
 def test_strategy_inside_avalanche_template(tmp_path):

@@ -5,10 +5,12 @@ with ``clproto.REGISTRY.register(name, cls)`` (or a copy of it), see the README.
 """
 
 from clproto.strategies.base import Registered, Registry, Strategy, build_strategy
+from clproto.strategies.fecam import FeCAM, FeCAMConfig
 from clproto.strategies.finetune import FineTune, FineTuneConfig
 from clproto.strategies.joint import Joint, JointConfig
 from clproto.strategies.nmc import NMC, NMCConfig
 from clproto.strategies.prd import PRD, PRDConfig
+from clproto.strategies.slda import SLDA, SLDAConfig
 from clproto.strategies.teen import TEEN, TEENConfig
 
 
@@ -23,9 +25,11 @@ def default_registry() -> Registry:
                  scenario_kinds=("class-incremental",))
     reg.register("teen", TEEN, description="prototypes with training-free calibration toward base classes (Wang et al. 2023)",
                  scenario_kinds=("few-shot",))
+    reg.register("slda", SLDA, description="streaming LDA: running class means, one shared streaming covariance (Hayes & Kanan 2020)")
+    reg.register("fecam", FeCAM, description="Mahalanobis distance with per-class shrunk covariances, Tukey transform (Goswami et al. 2023)")
     return reg
 
 
 REGISTRY = default_registry()
 
-__all__ = ["FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "Registered", "Registry", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]
+__all__ = ["FeCAM", "FeCAMConfig", "FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "Registered", "Registry", "SLDA", "SLDAConfig", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]

@@ -8,7 +8,11 @@ mean of its normalised features, and a sample is assigned to the nearest class m
     ŷ(x) = argmin_c ‖ f̂(x) − μ_c ‖₂,   f̂(x) = f(x) / ‖f(x)‖₂,   μ_c = (1/n_c) Σ_{i: y_i = c} f̂(x_i).
 
 SimpleCIL (Zhou et al., "Revisiting Class-Incremental Learning with Pre-Trained Models", 2023)
-is the same classifier scored by cosine similarity ``cos(f̂(x), μ_c)``; choose with ``metric``.
+is this classifier with ``metric = "cosine"`` and ``normalize = false``: prototypes are means of the
+*unnormalised* features and a sample is scored by ``cos(f(x), μ_c)`` (LAMDA-PILOT's SimpleCIL puts
+the raw means into a cosine classifier). It is therefore not new code but a definition,
+``strategies/simplecil.toml``. ``metric = "cosine"`` with ``normalize = true`` (``nmc-cosine``)
+averages normalised features instead.
 Means are kept as running sums and counts, so :meth:`partial_fit` works task-free on any
 stream of mini-batches and the result does not depend on how the stream is cut.
 """
