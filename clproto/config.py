@@ -198,6 +198,21 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def without_descriptions(config: dict) -> dict:
+    """A resolved run configuration minus free text (``description`` of the scenario and strategy)."""
+    return {k: ({kk: vv for kk, vv in v.items() if kk != "description"} if isinstance(v, dict) else v)
+            for k, v in config.items()}
+
+
+def run_hash(config: dict) -> str:
+    """The identity of a run: the hash of its resolved configuration without free text.
+
+    Computed from the configuration itself (never trusted from a file), so a run recorded by an
+    older clproto is recognised by what it ran; editing a definition's ``description`` changes no identity.
+    """
+    return config_hash(without_descriptions(to_plain(config)))
+
+
 # --------------------------------------------------------------------------- scenario / strategy
 def _section(raw: dict, section: str, where: str) -> dict:
     extra = sorted(set(raw) - {section})

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from clproto.config import ResolvedStrategy, config_hash, to_plain
+from clproto.config import ResolvedStrategy, run_hash, to_plain
 from clproto.data.dataset import Dataset
 from clproto.data.sources import load_dataset
 from clproto.errors import ConfigError
@@ -151,7 +151,7 @@ class Runner:
             notes.append(f"backbone {strategy.config.backbone}: {note}")
             timings.features_s = seconds if "hit" not in note else 0.0
         config = resolved_config(scenario, strategy, seed)
-        chash = config_hash(config)
+        chash = run_hash(config)
         folder = run_dir(out_dir, scenario.name, strategy.name, seed) if out_dir is not None else None
         if folder is not None:
             write_json_atomic(folder / "config.json", {**config, "config_hash": chash})

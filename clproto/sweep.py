@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from clproto.config import (Override, check_overrides_used, config_diff, config_hash, from_mapping, named_scenario,
+from clproto.config import (Override, check_overrides_used, config_diff, config_hash, from_mapping, named_scenario, run_hash,
                             named_strategy, parse_override, read_toml, to_plain)
 from clproto.config import ResolvedStrategy
 from clproto.errors import ConfigError
@@ -87,7 +87,7 @@ class RunSpec:
     strategy: str  # strategy name (folder level 2)
     seed: int
     config: dict  # clproto.runner.resolved_config(...): scenario dict, strategy dict, seed
-    config_hash: str  # config_hash(config)
+    config_hash: str  # run_hash(config): the run's identity
     where: str  # the definition files, for messages
     scenario_where: str = ""  # the scenario definition file
     strategy_where: str = ""  # the strategy definition file
@@ -192,7 +192,7 @@ def expand_grid(
                 for st, st_path in zip(strategies, st_paths):
                     for seed in grid_seeds:
                         config = resolved_config(sc, st, seed)
-                        spec = RunSpec(sc.name, st.name, seed, to_plain(config), config_hash(config),
+                        spec = RunSpec(sc.name, st.name, seed, to_plain(config), run_hash(config),
                                        f"{sc_path} + {st_path}", str(sc_path), str(st_path))
                         key = (spec.scenario, spec.strategy, seed)
                         if key in specs and specs[key].config_hash != spec.config_hash:
@@ -223,6 +223,19 @@ def _recorded(folder: Path) -> Optional[tuple[dict, Path]]:
     return None
 
 
+def _recorded_config(data: dict) -> dict:
+    """The resolved configuration in a results.json (under ``config``) or a config.json (the file itself)."""
+    return data["config"] if "config" in data else {k: v for k, v in data.items() if k != "config_hash"}
+
+
+def _recorded_identity(data: dict) -> Optional[str]:
+    """A recorded run's identity, recomputed from its configuration (the stored hash may use an older scheme)."""
+    try:
+        return run_hash(_recorded_config(data))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
 RUN_FILES = ("results.json", "config.json", ERROR_FILE, "checkpoint.pt")
 
 
@@ -243,7 +256,7 @@ def plan(specs: list[RunSpec], out: str | os.PathLike, *, overwrite: bool = Fals
             if not overwrite:
                 raise
             recorded = ({"config_hash": None}, folder)
-        if recorded is not None and recorded[0].get("config_hash") != spec.config_hash:
+        if recorded is not None and _recorded_identity(recorded[0]) != spec.config_hash:
             if not overwrite:
                 conflicts.append((spec, recorded))
                 continue
@@ -255,8 +268,7 @@ def plan(specs: list[RunSpec], out: str | os.PathLike, *, overwrite: bool = Fals
         (finished if (folder / "results.json").exists() else todo).append(spec)
     if conflicts:
         spec, (data, path) = conflicts[0]
-        recorded_config = data["config"] if "config" in data else {k: v for k, v in data.items() if k != "config_hash"}
-        diff = config_diff(recorded_config, spec.config)
+        diff = config_diff(_recorded_config(data), spec.config)
         shown = "; ".join(diff[:4]) + (f"; and {len(diff) - 4} more" if len(diff) > 4 else "")
         more = f" ({len(conflicts)} runs conflict; the first is shown)" if len(conflicts) > 1 else ""
         raise ConfigError(

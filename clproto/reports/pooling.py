@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from clproto.config import config_hash
+from clproto.config import run_hash
 from clproto.errors import ConfigError
 from clproto.evaluation.results import RunResult
 
@@ -44,8 +44,8 @@ def without_seed(config: dict) -> dict:
 
 
 def identity(result: RunResult) -> str:
-    """Hash of the configuration without the seed (same scheme as ``config_hash``)."""
-    return config_hash(without_seed(result.config))
+    """Hash of the configuration without the seed (and without free-text descriptions, as ``run_hash``)."""
+    return run_hash(without_seed(result.config))
 
 
 def flatten(config: Any, prefix: str = "") -> dict[str, Any]:
