@@ -161,11 +161,15 @@ def test_output_folder_with_another_configuration_is_refused(tmp_path, plugin):
     specs = expand_grid(SweepConfig(), [_grid()], registry=plugin["registry"])
     folder = specs[0].folder(tmp_path)
     folder.mkdir(parents=True)
-    (folder / "results.json").write_text(json.dumps({"config_hash": "something-else"}))
-    with pytest.raises(ConfigError, match="different configuration"):
-        plan(specs, tmp_path)
-    (folder / "results.json").write_text(json.dumps({"config_hash": specs[0].config_hash}))
-    assert plan(specs, tmp_path) == ([], specs)  # same hash: finished, skipped
+    other = json.loads(json.dumps(specs[0].config))
+    other["strategy"]["params"]["metric"] = "cosine"
+    (folder / "results.json").write_text(json.dumps({"config": other, "config_hash": specs[0].config_hash}))
+    with pytest.raises(ConfigError, match=r"different configuration.*strategy.params.metric: \"cosine\" vs \"euclidean\""):
+        plan(specs, tmp_path)  # the identity is recomputed from the recorded configuration, not read from the file
+    same = json.loads(json.dumps(specs[0].config))
+    same["strategy"]["description"] = "edited free text"  # a description is not part of a run's identity
+    (folder / "results.json").write_text(json.dumps({"config": same, "config_hash": "an-older-hash-scheme"}))
+    assert plan(specs, tmp_path) == ([], specs)  # same configuration: finished, skipped
 
 
 def test_a_second_sweep_on_the_same_output_folder_is_refused(tmp_path, plugin):
