@@ -79,6 +79,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "labelled by the fields that differ, e.g. teen@alpha=0.25 (default: an error naming them)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    p = sub.add_parser("compare", help="strategies against a baseline: seed-paired differences, CI and test",
+                       description="For every scenario under RUN_DIR(s) that has the baseline, every metric and every "
+                                   "other strategy: the mean seed-paired difference (strategy − baseline, in points), "
+                                   "its 95 % t-interval and a two-sided paired test. Results are pooled as for "
+                                   "`clproto report` (one configuration per name, each seed once). Prints Markdown; "
+                                   "--out also writes compare.md, compare.csv and compare.tex.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
+    p.add_argument("--baseline", required=True, metavar="NAME", help="the strategy every other one is compared with")
+    p.add_argument("--metrics", nargs="+", metavar="METRIC",
+                   help="metrics to compare (default: final_accuracy average_incremental_accuracy forgetting for "
+                        "class-incremental scenarios; final_accuracy average_incremental_accuracy performance_drop "
+                        "novel_accuracy harmonic_mean for few-shot ones)")
+    p.add_argument("--test", choices=["t", "wilcoxon"], default="t",
+                   help="paired test: t (paired t-test; differences roughly normal, fine with few seeds) or wilcoxon "
+                        "(signed-rank; no normality assumption, but p < 0.05 needs at least 6 seeds) (default: t)")
+    p.add_argument("--out", metavar="DIR", help="also write compare.md, compare.csv and compare.tex here")
+    p.add_argument("--split-configs", action="store_true",
+                   help="one row per configuration of a name, labelled by the fields that differ (as for report)")
+
     from clproto.sweep import add_parser as add_sweep_parser
 
     add_sweep_parser(sub, _common)
@@ -206,6 +225,20 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from clproto.reports.compare import compare, to_markdown, write_comparison
+
+    comparison = compare(_collect(args.runs, split_configs=args.split_configs), baseline=args.baseline,
+                         metrics=args.metrics, test=args.test)
+    for note in comparison.notes:
+        print(f"clproto: note: {note}", file=sys.stderr)
+    print(to_markdown(comparison))
+    if args.out:
+        paths = write_comparison(comparison, args.out)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0
+
+
 def _collect(paths, *, split_configs: bool = False) -> list:
     """Every result under ``paths``, pooled by configuration (one name, one configuration; duplicates once)."""
     from clproto.reports.collect import collect
@@ -261,7 +294,8 @@ def cmd_cache(args) -> int:
     return cache(args)
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "sweep": cmd_sweep, "cache": cmd_cache}
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list, "sweep": cmd_sweep,
+            "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:
