@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
     p.add_argument("--out", metavar="DIR", help="report folder (default: <first RUN_DIR>/report)")
     p.add_argument("--title", default="clproto report", help="title of report.html (default: %(default)s)")
+    p.add_argument("--baseline", metavar="NAME",
+                   help="mark † the table cells that differ from this strategy's (paired t-test over seeds, p < 0.05; "
+                        "details: clproto compare)")
     p.add_argument("--split-configs", action="store_true",
                    help="results of one (scenario, strategy) name with different configurations become separate rows "
                         "labelled by the fields that differ, e.g. teen@alpha=0.25 (default: an error naming them)")
@@ -219,7 +222,7 @@ def cmd_report(args) -> int:
     _setup(args)
     results = _collect(args.runs, split_configs=args.split_configs)
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
-    paths = write_report(results, out, title=args.title)
+    paths = write_report(results, out, title=args.title, baseline=args.baseline)
     print(markdown_table(summary_frame(results)))
     print(f"{len(results)} runs; wrote {len(paths)} files to {out}/ (tables.md/.tex/.csv, figures, report.html)")
     return 0

@@ -153,3 +153,25 @@ def test_bad_input_is_a_named_error(tmp_path, capsys):
     assert "different configurations" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         compare(_ci_runs(), baseline="a", test="sign")
+
+
+# --------------------------------------------------------------------------- clproto report --baseline
+def test_report_marks_cells_that_differ_from_the_baseline(tmp_path, capsys):
+    from clproto.reports.tables import all_tables, to_html, to_latex as table_latex, to_markdown as table_md
+
+    tables = {t.key: t for t in all_tables(_ci_runs(), baseline="a")}
+    final = tables["final_accuracy"]
+    flagged = {(final.rows[i], final.columns[j]) for i, j in final.differs}
+    assert flagged == {("b", "ci")}  # b: p < 0.05 (see above); c: p > 0.05; a is the baseline
+    assert "| b | **61.50 ± 5.89** † |" in table_md(final) and "†: differs from a" in final.note
+    assert r"$^\dagger$" in table_latex(final) and "†</td>" in to_html(final)
+    summary = tables["ci__summary"]
+    # every headline metric of b moves with its final accuracy here (A[1] = [f - 0.1, f + 0.1]): all marked, only b
+    assert summary.differs == {(summary.rows.index("b"), j) for j in range(len(summary.columns))}
+    assert all(not t.differs for t in all_tables(_ci_runs()))  # no baseline, no marks
+    with pytest.raises(ConfigError, match="--baseline"):
+        all_tables(_ci_runs(), baseline="zzz")
+
+    _write(_ci_runs(), tmp_path / "runs")
+    assert main(["report", str(tmp_path / "runs"), "--baseline", "a", "--out", str(tmp_path / "rep")]) == 0
+    assert "†: differs from a" in (tmp_path / "rep" / "tables.md").read_text()

@@ -193,7 +193,7 @@ def to_csv(comp: Comparison) -> str:
 def _tex(text: str) -> str:
     from clproto.reports.tables import latex_escape
 
-    return latex_escape(text).replace("†", r"$^\dagger$").replace("−", "$-$")
+    return latex_escape(text)  # maps † and − too
 
 
 def to_latex(comp: Comparison) -> str:
