@@ -17,6 +17,7 @@ EPILOG = """examples:
   clproto run scenarios/split-cifar10.toml strategies/nmc.toml --seeds 0 1 2 --out runs/cifar
   clproto run scenarios/split-digits.toml strategies/nmc-pixels.toml --set scenario.train_per_class=50
   clproto report runs/cifar --out reports/cifar
+  clproto compare runs/cifar --baseline nmc          every strategy vs nmc: paired differences, 95 % CI, p-value
   clproto sweep sweeps/reference.toml --out runs/reference     grid of runs, parallel and resumable (see README)
   clproto list
 
