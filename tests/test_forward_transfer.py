@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from clproto.scenarios.scenario import build_scenario
 from clproto.strategies import REGISTRY
 from conftest import make_tiny_dataset
 
+ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ScenarioConfig(name="tiny12", dataset="tiny", increment=4)  # 12 classes: 3 experiences of 4 (random order)
 
 
@@ -139,6 +143,9 @@ def test_runner_reports_forward_transfer_only_for_strategies_that_score_unseen_c
     assert head.metrics.final_top5_accuracy == head.seen_top5_accuracy[-1] is not None
     assert head.seen_top5_accuracy[:2] == [None, None]
     assert head.accuracy_matrix[0][1] is None  # class-IL matrix unchanged: nothing above the diagonal
+    verify = subprocess.run([sys.executable, str(ROOT / "scripts" / "verify_metrics.py"), str(tmp_path)],
+                            capture_output=True, text=True)  # recomputed without clproto, bit for bit
+    assert verify.returncode == 0 and "1 results checked, 0 mismatches" in verify.stdout, verify.stdout
 
     nmc = _runner(registry).run(SCENARIO, strategy_from_dict({"name": "nmc-px", "implementation": "nmc",
                                                               "backbone": "pixels"}, registry), seed=0)
