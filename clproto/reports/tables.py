@@ -4,7 +4,8 @@ Every cell is the mean ± sample standard deviation (ddof=1) over seeds of one n
 :mod:`clproto.evaluation.metrics` computed for each run; nothing here computes a metric.
 Values are shown in percent with two decimals; the best mean of each column (highest, or
 lowest for forgetting and performance drop) is bold, ties included, when the column has
-more than one strategy. Tables:
+more than one strategy. With a baseline strategy (``clproto report --baseline``), a cell whose
+seeds differ from the baseline's in the same column (paired t-test, p < 0.05) is marked †. Tables:
 
 * :func:`comparison_tables` — one per headline metric, columns = scenarios;
 * :func:`scenario_table` — one per scenario, columns = headline metrics;
