@@ -17,6 +17,7 @@ EPILOG = """examples:
   clproto run scenarios/split-cifar10.toml strategies/nmc.toml --seeds 0 1 2 --out runs/cifar
   clproto run scenarios/split-digits.toml strategies/nmc-pixels.toml --set scenario.train_per_class=50
   clproto report runs/cifar --out reports/cifar
+  clproto compare runs/cifar --baseline nmc          every strategy vs nmc: paired differences, 95 % CI, p-value
   clproto sweep sweeps/reference.toml --out runs/reference     grid of runs, parallel and resumable (see README)
   clproto list
 
@@ -74,10 +75,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
     p.add_argument("--out", metavar="DIR", help="report folder (default: <first RUN_DIR>/report)")
     p.add_argument("--title", default="clproto report", help="title of report.html (default: %(default)s)")
+    p.add_argument("--baseline", metavar="NAME",
+                   help="mark † the table cells that differ from this strategy's (paired t-test over seeds, p < 0.05; "
+                        "details: clproto compare)")
     p.add_argument("--split-configs", action="store_true",
                    help="results of one (scenario, strategy) name with different configurations become separate rows "
                         "labelled by the fields that differ, e.g. teen@alpha=0.25 (default: an error naming them)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    p = sub.add_parser("compare", help="strategies against a baseline: seed-paired differences, CI and test",
+                       description="For every scenario under RUN_DIR(s) that has the baseline, every metric and every "
+                                   "other strategy: the mean seed-paired difference (strategy − baseline, in points), "
+                                   "its 95 % t-interval and a two-sided paired test. Results are pooled as for "
+                                   "`clproto report` (one configuration per name, each seed once). Prints Markdown; "
+                                   "--out also writes compare.md, compare.csv and compare.tex.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
+    p.add_argument("--baseline", required=True, metavar="NAME", help="the strategy every other one is compared with")
+    p.add_argument("--metrics", nargs="+", metavar="METRIC",
+                   help="metrics to compare (default: final_accuracy average_incremental_accuracy forgetting for "
+                        "class-incremental scenarios; final_accuracy average_incremental_accuracy performance_drop "
+                        "novel_accuracy harmonic_mean for few-shot ones)")
+    p.add_argument("--test", choices=["t", "wilcoxon"], default="t",
+                   help="paired test: t (paired t-test; differences roughly normal, fine with few seeds) or wilcoxon "
+                        "(signed-rank; no normality assumption, but p < 0.05 needs at least 6 seeds) (default: t)")
+    p.add_argument("--out", metavar="DIR", help="also write compare.md, compare.csv and compare.tex here")
+    p.add_argument("--split-configs", action="store_true",
+                   help="one row per configuration of a name, labelled by the fields that differ (as for report)")
 
     from clproto.sweep import add_parser as add_sweep_parser
 
@@ -200,9 +223,23 @@ def cmd_report(args) -> int:
     _setup(args)
     results = _collect(args.runs, split_configs=args.split_configs)
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
-    paths = write_report(results, out, title=args.title)
+    paths = write_report(results, out, title=args.title, baseline=args.baseline)
     print(markdown_table(summary_frame(results)))
     print(f"{len(results)} runs; wrote {len(paths)} files to {out}/ (tables.md/.tex/.csv, figures, report.html)")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from clproto.reports.compare import compare, to_markdown, write_comparison
+
+    comparison = compare(_collect(args.runs, split_configs=args.split_configs), baseline=args.baseline,
+                         metrics=args.metrics, test=args.test)
+    for note in comparison.notes:
+        print(f"clproto: note: {note}", file=sys.stderr)
+    print(to_markdown(comparison))
+    if args.out:
+        paths = write_comparison(comparison, args.out)
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
@@ -261,7 +298,8 @@ def cmd_cache(args) -> int:
     return cache(args)
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "sweep": cmd_sweep, "cache": cmd_cache}
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list, "sweep": cmd_sweep,
+            "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -171,6 +171,9 @@ class Runner:
                 torch.set_rng_state(state["torch_rng"])
                 start = len(steps)
                 notes.append(f"resumed from checkpoint after experience {start - 1}")
+        initial = state.get("initial_task_accuracy") if start else None
+        if not start and getattr(model, "scores_unseen_classes", False):  # GEM's b_j: the untrained model, task-IL
+            initial = evaluator.initial_task_accuracy(model.predict_scores)
         for exp in list(sc)[start:]:
             t0 = time.perf_counter()
             try:
@@ -185,12 +188,13 @@ class Runner:
                 _save_checkpoint(ckpt, {
                     "config_hash": chash, "strategy": model.state_dict(),
                     "steps": [dataclasses.asdict(s) for s in steps], "timings": dataclasses.asdict(timings),
-                    "torch_rng": torch.get_rng_state(),
+                    "torch_rng": torch.get_rng_state(), "initial_task_accuracy": initial,
                 })
         timings.total_s = time.perf_counter() - t_start
         result = RunResult.from_steps(
             steps,
             few_shot=sc.is_few_shot,
+            initial_task_accuracy=initial,
             scenario=scenario.name,
             strategy=strategy.name,
             seed=seed,

@@ -5,7 +5,8 @@ Usage: python scripts/verify_metrics.py RUN_DIR [RUN_DIR ...]
 
 Reads each results.json under the given folders with the json module only (no clproto
 import), recomputes the headline metrics from ``accuracy_matrix``, ``task_accuracy_matrix``
-and ``seen_accuracy`` with numpy, and compares them with the stored ``metrics`` exactly
+and ``seen_accuracy`` (and, in newer files, forward transfer from ``task_accuracy_ahead`` and
+``initial_task_accuracy``) with numpy, and compares them with the stored ``metrics`` exactly
 (bit for bit). It also checks that ``seen_accuracy`` equals the test-size-weighted mean of
 the matrix row (to 1e-12). Exit code 1 on any mismatch.
 """
@@ -42,6 +43,13 @@ def recompute(r: dict) -> dict:
     }
     if r["kind"] == "few-shot":
         out["performance_drop"] = float(seen[0] - seen[-1])
+    if "forward_transfer" in r["metrics"]:  # newer files: GEM FWT from the task-IL entries ahead of the diagonal
+        ahead, b = r["task_accuracy_ahead"], r["initial_task_accuracy"]
+        needed = [(ahead[j - 1][j], b[j]) for j in range(1, T)] if ahead is not None and b is not None else [None]
+        defined = T > 1 and all(p is not None and p[0] is not None and p[1] is not None for p in needed)
+        out["forward_transfer"] = float(sum(a - c for a, c in needed) / (T - 1)) if defined else None
+        top5 = r["seen_top5_accuracy"]
+        out["final_top5_accuracy"] = top5[-1] if top5 else None
     return out
 
 

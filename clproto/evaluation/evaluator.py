@@ -7,7 +7,13 @@ experience once and derives:
   classes seen so far: the class-IL protocol; classes not yet seen cannot be predicted);
 * ``TA[t][j]`` task-incremental accuracy (argmax over experience ``j``'s own classes);
 * ``seen[t]`` accuracy over the union of seen test sets (session accuracy);
-* per-class accuracy, and for few-shot scenarios the base / novel split.
+* per-class accuracy, and for few-shot scenarios the base / novel split;
+* top-5 accuracy over the seen classes (on the union of seen test sets) once there are at least
+  ten of them (:func:`clproto.evaluation.metrics.top5_accuracy`);
+* ``TA[t][j]`` for the experiences ``j > t`` not trained on yet (task-IL, "ahead"), the entries
+  forward transfer needs, wherever the strategy gives finite scores to ``j``'s classes; and, with
+  :meth:`Evaluator.initial_task_accuracy`, the same for the model before its first experience.
+  Strategies that score unseen classes ``-inf`` (every built-in one) get ``None`` there.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from clproto.scenarios.scenario import Scenario
+from clproto.evaluation import metrics as M
+from clproto.scenarios.scenario import Experience, Scenario
 
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]  # (B, ...) inputs -> (B, num_classes) scores
 
@@ -33,6 +40,9 @@ class StepEvaluation:
     per_class_accuracy: list[Optional[float]]  # one entry per dataset class (None if not seen yet)
     base_accuracy: Optional[float]  # few-shot only: test samples of base classes
     novel_accuracy: Optional[float]  # few-shot only: test samples of classes added after the base session
+    # added later, defaults keep older checkpoints loadable:
+    task_accuracy_ahead: Optional[list] = None  # TA[t][j] for j > t before training on j (None elsewhere / undefined)
+    seen_top5_accuracy: Optional[float] = None  # top-5 over seen classes; None with fewer than 10 seen classes
 
 
 class Evaluator:
@@ -57,6 +67,28 @@ class Evaluator:
             out.append(s.float())
         return torch.cat(out)  # (N, C)
 
+    def task_accuracy(self, score_fn: ScoreFn, exp: Experience) -> Optional[float]:
+        """Task-IL accuracy on ``exp``'s test set (argmax over its own classes), or ``None`` when any of those
+        scores is not finite (a class the strategy cannot score yet). Reads one batch at a time and stops at
+        the first non-finite one, so asking a prototype strategy about unseen classes costs one batch."""
+        sc = self.scenario
+        own = torch.tensor(exp.classes)  # (K,)
+        idx = exp.test_indices
+        correct = 0
+        for start in range(0, len(idx), self.batch_size):
+            part = idx[start:start + self.batch_size]
+            s = self._scores(score_fn, sc.dataset.test_x, part)[:, own]  # (B, K)
+            if not torch.isfinite(s).all():
+                return None
+            correct += int((own[s.argmax(dim=1)] == torch.from_numpy(sc.dataset.test_y[part])).sum())
+        return correct / len(idx)
+
+    def initial_task_accuracy(self, score_fn: ScoreFn) -> list[Optional[float]]:
+        """Task-IL accuracy on every experience of the model before any training (GEM's ``b̄_j``), ``None``
+        where its scores are not finite. Call it only for strategies that can score before their first
+        experience (see ``scores_unseen_classes`` in :mod:`clproto.strategies.base`)."""
+        return [self.task_accuracy(score_fn, e) for e in self.scenario]
+
     def evaluate(self, score_fn: ScoreFn, step: int) -> StepEvaluation:
         sc = self.scenario
         exps = list(sc)[: step + 1]
@@ -66,6 +98,9 @@ class Evaluator:
 
         seen = torch.tensor(exps[-1].seen_classes)
         pred = seen[scores[:, seen].argmax(dim=1)]  # class-IL: argmax over seen classes only
+        column = torch.full((sc.num_classes,), -1, dtype=torch.long)
+        column[seen] = torch.arange(len(seen))  # class -> its column in scores[:, seen]
+        top5 = M.top5_accuracy(scores[:, seen].numpy(), column[y].numpy())
         correct = pred == y  # (N,)
 
         T = len(sc)
@@ -80,6 +115,9 @@ class Evaluator:
             task_pred = own[scores[sl][:, own].argmax(dim=1)]
             task_row[e.index] = float((task_pred == y[sl]).double().mean())
             start += n
+        ahead: list[Optional[float]] = [None] * T
+        for e in list(sc)[step + 1:]:
+            ahead[e.index] = self.task_accuracy(score_fn, e)
 
         per_class: list[Optional[float]] = [None] * sc.num_classes
         for c in exps[-1].seen_classes:
@@ -99,4 +137,6 @@ class Evaluator:
             per_class_accuracy=per_class,
             base_accuracy=base_acc,
             novel_accuracy=novel_acc,
+            task_accuracy_ahead=ahead,
+            seen_top5_accuracy=top5,
         )

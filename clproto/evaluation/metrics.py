@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
+import numpy as np
+
 Matrix = Sequence[Sequence[Optional[float]]]
 
 
@@ -108,3 +110,63 @@ def performance_drop(seen: Sequence[float]) -> float:
     if not seen:
         raise ValueError("seen-class accuracy list is empty")
     return float(seen[0] - seen[-1])
+
+
+def forward_transfer(ahead: Matrix, initial: Sequence[Optional[float]]) -> Optional[float]:
+    """Forward transfer, FWT = ``(1/T) Σ_{j=1..T} (R[j−1][j] − b[j])`` (Lopez-Paz & Ranzato, GEM, NeurIPS
+    2017, Eq. 4; 1-based there: ``1/(T−1) Σ_{i=2..T} (R_{i−1,i} − b̄_i)``).
+
+    0-based here: ``ahead[j−1][j]`` is the accuracy on experience ``j`` *before* training on it (after
+    experience ``j−1``), ``initial[j]`` (GEM's ``b̄_j``) the accuracy on ``j`` of the model at its random
+    initialisation, before the first experience. Both must be measured the same way; clproto measures them
+    task-incrementally (argmax over ``j``'s own classes), because class-incremental prediction cannot
+    choose a class not yet seen. Only the entries just above the diagonal are read.
+
+    ``None`` when undefined: a single experience, or any needed entry ``None`` — e.g. a strategy that
+    cannot score classes it has not seen (prototype methods score them ``-inf``), for which there is no
+    accuracy before training and no honest ``b̄_j`` either.
+    """
+    T = len(ahead)
+    if len(initial) != T:
+        raise ValueError(f"{len(initial)} initial accuracies for {T} experiences")
+    if T < 2:
+        return None
+    gains = []
+    for j in range(1, T):
+        if len(ahead[j - 1]) != T:
+            raise ValueError(f"matrix row {j - 1} has {len(ahead[j - 1])} entries, expected {T}")
+        before, b = ahead[j - 1][j], initial[j]
+        if before is None or b is None:
+            return None
+        gains.append(before - b)
+    return float(sum(gains) / len(gains))
+
+
+TOP5_MIN_CLASSES = 10  # top-5 accuracy is reported only over at least this many candidate classes
+
+
+def top_k_accuracy(scores: Sequence[Sequence[float]], labels: Sequence[int], k: int) -> float:
+    """Fraction of samples whose true class is among the ``k`` highest scores (columns = candidate classes).
+
+    ``labels[i]`` is the column of sample ``i``'s true class. Ties rank the lower column first, as
+    ``argmax`` does, so ``k = 1`` is exactly the argmax accuracy: the true class's rank is the number of
+    columns scoring more, plus those scoring the same at a lower column.
+    """
+    s = np.asarray(scores, dtype=np.float64)  # (N, C)
+    y = np.asarray(labels, dtype=np.int64)  # (N,)
+    if s.ndim != 2 or y.shape != (s.shape[0],) or len(y) == 0:
+        raise ValueError(f"scores of shape {s.shape} and labels of shape {y.shape}: expected (N, C) and (N,), N > 0")
+    if k < 1 or ((y < 0) | (y >= s.shape[1])).any():
+        raise ValueError(f"k = {k} must be >= 1 and labels within 0..{s.shape[1] - 1}")
+    true = s[np.arange(len(y)), y][:, None]  # (N, 1)
+    lower = np.arange(s.shape[1])[None, :] < y[:, None]  # (N, C): columns before the true one
+    rank = (s > true).sum(axis=1) + ((s == true) & lower).sum(axis=1)  # (N,)
+    return float((rank < k).mean())
+
+
+def top5_accuracy(scores: Sequence[Sequence[float]], labels: Sequence[int]) -> Optional[float]:
+    """:func:`top_k_accuracy` with ``k = 5``; ``None`` with fewer than :data:`TOP5_MIN_CLASSES` candidate classes
+    (where five guesses out of a handful would say little)."""
+    if np.asarray(scores).shape[-1] < TOP5_MIN_CLASSES:
+        return None
+    return top_k_accuracy(scores, labels, 5)

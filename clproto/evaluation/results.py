@@ -35,6 +35,9 @@ class Metrics:
     novel_accuracy: Optional[list] = None
     harmonic_mean: Optional[list] = None
     performance_drop: Optional[float] = None
+    # added later (absent from older results.json files, which load with these defaults):
+    final_top5_accuracy: Optional[float] = None  # top-5 over seen classes after the last step; None below 10 classes
+    forward_transfer: Optional[float] = None  # GEM FWT (task-IL); None where undefined, e.g. prototype strategies
 
 
 def compute_metrics(
@@ -45,6 +48,9 @@ def compute_metrics(
     few_shot: bool,
     base_accuracy: Optional[list] = None,
     novel_accuracy: Optional[list] = None,
+    seen_top5_accuracy: Optional[list] = None,
+    task_accuracy_ahead: Optional[list] = None,
+    initial_task_accuracy: Optional[list] = None,
 ) -> Metrics:
     out = Metrics(
         final_accuracy=M.final_accuracy(seen_accuracy),
@@ -55,6 +61,9 @@ def compute_metrics(
         bwt=M.backward_transfer(accuracy_matrix),
         task_il_final_accuracy=M.average_accuracy(task_accuracy_matrix),
         task_il_forgetting=M.forgetting(task_accuracy_matrix),
+        final_top5_accuracy=seen_top5_accuracy[-1] if seen_top5_accuracy else None,
+        forward_transfer=(M.forward_transfer(task_accuracy_ahead, initial_task_accuracy)
+                          if task_accuracy_ahead is not None and initial_task_accuracy is not None else None),
     )
     if few_shot:
         out.base_accuracy = list(base_accuracy or [])
@@ -93,16 +102,26 @@ class RunResult:
     timings: Timings
     notes: list = field(default_factory=list)  # e.g. feature cache hit/miss
     schema_version: int = SCHEMA_VERSION
+    # added later (absent from older results.json files, which load with these defaults):
+    seen_top5_accuracy: Optional[list] = None  # per step; None where fewer than 10 classes were seen
+    task_accuracy_ahead: Optional[list] = None  # TA[t][j] for j > t, before training on j (None elsewhere / undefined)
+    initial_task_accuracy: Optional[list] = None  # task-IL accuracy per experience before any training (GEM's b_j)
 
     @classmethod
-    def from_steps(cls, steps: list[StepEvaluation], *, few_shot: bool, **kw: Any) -> "RunResult":
+    def from_steps(cls, steps: list[StepEvaluation], *, few_shot: bool,
+                   initial_task_accuracy: Optional[list] = None, **kw: Any) -> "RunResult":
+        """``initial_task_accuracy``: :meth:`Evaluator.initial_task_accuracy` of the untrained model, if measured."""
         A = [s.accuracy_row for s in steps]
         TA = [s.task_accuracy_row for s in steps]
         seen = [s.seen_accuracy for s in steps]
+        T = len(steps)
+        ahead = [s.task_accuracy_ahead if s.task_accuracy_ahead is not None else [None] * T for s in steps]
+        top5 = [s.seen_top5_accuracy for s in steps]
         metrics = compute_metrics(
             A, TA, seen, few_shot=few_shot,
             base_accuracy=[s.base_accuracy for s in steps],
             novel_accuracy=[s.novel_accuracy for s in steps],
+            seen_top5_accuracy=top5, task_accuracy_ahead=ahead, initial_task_accuracy=initial_task_accuracy,
         )
         return cls(
             accuracy_matrix=A,
@@ -110,6 +129,9 @@ class RunResult:
             seen_accuracy=seen,
             per_class_accuracy=[s.per_class_accuracy for s in steps],
             metrics=metrics,
+            seen_top5_accuracy=top5,
+            task_accuracy_ahead=ahead,
+            initial_task_accuracy=list(initial_task_accuracy) if initial_task_accuracy is not None else None,
             **kw,
         )
 

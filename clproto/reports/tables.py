@@ -4,7 +4,8 @@ Every cell is the mean ± sample standard deviation (ddof=1) over seeds of one n
 :mod:`clproto.evaluation.metrics` computed for each run; nothing here computes a metric.
 Values are shown in percent with two decimals; the best mean of each column (highest, or
 lowest for forgetting and performance drop) is bold, ties included, when the column has
-more than one strategy. Tables:
+more than one strategy. With a baseline strategy (``clproto report --baseline``), a cell whose
+seeds differ from the baseline's in the same column (paired t-test, p < 0.05) is marked †. Tables:
 
 * :func:`comparison_tables` — one per headline metric, columns = scenarios;
 * :func:`scenario_table` — one per scenario, columns = headline metrics;
@@ -26,6 +27,7 @@ from typing import Optional
 
 import numpy as np
 
+from clproto.errors import ConfigError
 from clproto.evaluation.results import RunResult
 from clproto.reports.collect import SUMMARY_METRICS
 
@@ -38,14 +40,17 @@ class Cell:
     mean: Optional[float]  # None: no run has a value (e.g. forgetting after one experience)
     std: Optional[float]  # sample std over seeds (ddof=1); None for a single seed
     n: int  # runs (seeds) aggregated
+    by_seed: tuple = ()  # (seed, value) of each run with a value, when the seeds were given: for paired tests
 
     @classmethod
-    def of(cls, values: list) -> "Cell":
-        vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    def of(cls, values: list, seeds: Optional[list] = None) -> "Cell":
+        keep = [i for i, v in enumerate(values) if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        vals = [float(values[i]) for i in keep]
         if not vals:
             return cls(None, None, 0)
         std = float(np.std(vals, ddof=1)) if len(vals) > 1 else None
-        return cls(float(np.mean(vals)), std, len(vals))
+        by_seed = tuple((seeds[i], float(values[i])) for i in keep) if seeds is not None else ()
+        return cls(float(np.mean(vals)), std, len(vals), by_seed)
 
     def text(self, *, pm: str = " ± ") -> str:
         if self.mean is None:
@@ -65,6 +70,7 @@ class Table:
     higher_is_better: list  # per column
     note: str = ""  # e.g. "accuracies in %, mean ± std over 5 seeds"
     pooled: tuple = ()  # per column: the results per cell the note states; other counts are marked "(n=k)"
+    differs: frozenset = frozenset()  # (row, column) cells marked † (differ from a baseline row, p < 0.05)
 
     def mark(self, j: int, cell: Cell) -> str:
         """`` (n=k)`` when the cell pools a number of results other than its column's (nothing if empty)."""
@@ -74,6 +80,10 @@ class Table:
 
     def marked(self) -> bool:
         return any(self.mark(j, c) for row in self.cells for j, c in enumerate(row))
+
+    def dagger(self, i: int, j: int, sign: str = " †") -> str:
+        """``sign`` for a cell that differs from the baseline (:func:`mark_differences`), else nothing."""
+        return sign if (i, j) in self.differs else ""
 
     def best(self) -> list[set]:
         """Per column: the row indices whose (displayed) mean is the best; empty with fewer than 2 values."""
@@ -134,7 +144,8 @@ def comparison_tables(results: list[RunResult]) -> list[Table]:
     tables = []
     for metric in COMPARISON_METRICS:
         title, higher = SUMMARY_METRICS[metric]
-        cells = [[Cell.of([getattr(r.metrics, metric) for r in groups.get((sc, st), [])]) for sc in scenarios]
+        cells = [[Cell.of([getattr(r.metrics, metric) for r in groups.get((sc, st), [])],
+                          [r.seed for r in groups.get((sc, st), [])]) for sc in scenarios]
                  for st in strategies]
         if all(c.mean is None for row in cells for c in row):
             continue
@@ -149,7 +160,8 @@ def scenario_table(results: list[RunResult], scenario: str) -> Table:
     groups = {k: v for k, v in _groups(results).items() if k[0] == scenario}
     strategies = _order(t for _, t in groups)
     metrics = [m for m in SUMMARY_METRICS if any(getattr(r.metrics, m) is not None for rs in groups.values() for r in rs)]
-    cells = [[Cell.of([getattr(r.metrics, m) for r in groups[(scenario, st)]]) for m in metrics] for st in strategies]
+    cells = [[Cell.of([getattr(r.metrics, m) for r in groups[(scenario, st)]], [r.seed for r in groups[(scenario, st)]])
+              for m in metrics] for st in strategies]
     table = Table(f"{scenario}__summary", scenario,
                   [SUMMARY_METRICS[m][0] + (" ↑" if SUMMARY_METRICS[m][1] else " ↓") for m in metrics], strategies, cells,
                   [SUMMARY_METRICS[m][1] for m in metrics])
@@ -173,9 +185,10 @@ def session_table(results: list[RunResult], scenario: str) -> Table:
     cells = []
     for st in strategies:
         runs = groups[(scenario, st)]
-        row = [Cell.of([_at(r.seen_accuracy, t) for r in runs]) for t in range(S)]
-        row.append(Cell.of([r.metrics.average_incremental_accuracy for r in runs]))
-        row.append(Cell.of([r.metrics.performance_drop for r in runs]))
+        seeds = [r.seed for r in runs]
+        row = [Cell.of([_at(r.seen_accuracy, t) for r in runs], seeds) for t in range(S)]
+        row.append(Cell.of([r.metrics.average_incremental_accuracy for r in runs], seeds))
+        row.append(Cell.of([r.metrics.performance_drop for r in runs], seeds))
         cells.append(row)
     table = Table(f"{scenario}__sessions", f"{scenario}: accuracy on all seen classes per session (1 = base session)",
                   columns, strategies, cells, [True] * (S + 1) + [False])
@@ -185,7 +198,8 @@ def session_table(results: list[RunResult], scenario: str) -> Table:
 def base_novel_table(results: list[RunResult], scenario: str) -> Table:
     """Base-class, novel-class accuracy and their harmonic mean after the last session."""
     groups, strategies, S = _few_shot_groups(results, scenario)
-    cells = [[Cell.of([_at(getattr(r.metrics, f), len(r.seen_accuracy) - 1) for r in groups[(scenario, st)]])
+    cells = [[Cell.of([_at(getattr(r.metrics, f), len(r.seen_accuracy) - 1) for r in groups[(scenario, st)]],
+                      [r.seed for r in groups[(scenario, st)]])
               for f in ("base_accuracy", "novel_accuracy", "harmonic_mean")] for st in strategies]
     table = Table(f"{scenario}__base_novel", f"{scenario}: base / novel accuracy after session {S}",
                   ["Base ↑", "Novel ↑", "HM ↑"], strategies, cells, [True] * 3)
@@ -195,15 +209,43 @@ def base_novel_table(results: list[RunResult], scenario: str) -> Table:
 def harmonic_mean_table(results: list[RunResult], scenario: str) -> Table:
     """Harmonic mean of base and novel accuracy after each incremental session."""
     groups, strategies, S = _few_shot_groups(results, scenario)
-    cells = [[Cell.of([_at(r.metrics.harmonic_mean, t) for r in groups[(scenario, st)]]) for t in range(1, S)]
+    cells = [[Cell.of([_at(r.metrics.harmonic_mean, t) for r in groups[(scenario, st)]], [r.seed for r in groups[(scenario, st)]])
+              for t in range(1, S)]
              for st in strategies]
     table = Table(f"{scenario}__harmonic_mean", f"{scenario}: harmonic mean of base and novel accuracy per session",
                   [str(t + 1) for t in range(1, S)], strategies, cells, [True] * (S - 1))
     return _finish(table, [list(groups.values())] * (S - 1))
 
 
-def all_tables(results: list[RunResult]) -> list[Table]:
-    """Comparison tables, then per scenario its summary (and, few-shot, the per-session tables)."""
+def mark_differences(table: Table, baseline: str) -> Table:
+    """Mark † the cells that differ from ``baseline``'s cell of the same column: two-sided paired t-test
+    over the seeds both have (:mod:`clproto.reports.paired`), p < 0.05. Unchanged without a baseline row."""
+    from clproto.reports.paired import ALPHA, pair_by_seed, paired_difference
+
+    if baseline not in table.rows:
+        return table
+    b = table.rows.index(baseline)
+    flags = set()
+    for i, row in enumerate(table.cells):
+        for j, cell in enumerate(row):
+            seeds, x, y = pair_by_seed(dict(cell.by_seed), dict(table.cells[b][j].by_seed))
+            if i != b and len(seeds) >= 2 and paired_difference(seeds, x, y).significant:
+                flags.add((i, j))
+    note = f"{table.note}; †: differs from {baseline} (paired t-test over seeds, two-sided p < {ALPHA})"
+    return replace(table, differs=frozenset(flags), note=note)
+
+
+def all_tables(results: list[RunResult], *, baseline: Optional[str] = None) -> list[Table]:
+    """Comparison tables, then per scenario its summary (and, few-shot, the per-session tables); with
+    ``baseline``, cells that differ significantly from that strategy's are marked († :func:`mark_differences`)."""
+    if baseline is not None and baseline not in {r.strategy for r in results}:
+        raise ConfigError("no results of the baseline strategy", where="--baseline", value=baseline,
+                          expected="one of " + ", ".join(_order(r.strategy for r in results)))
+    tables = [mark_differences(t, baseline) if baseline is not None else t for t in _all_tables(results)]
+    return tables
+
+
+def _all_tables(results: list[RunResult]) -> list[Table]:
     tables = comparison_tables(results)
     for scenario in _order(r.scenario for r in results):
         tables.append(scenario_table(results, scenario))
@@ -221,7 +263,7 @@ def to_markdown(table: Table) -> str:
     lines = [f"**{table.title}** ({table.note})" if table.note else f"**{table.title}**", "",
              "| Strategy | " + " | ".join(table.columns) + " |", "|---|" + "---:|" * len(table.columns)]
     for i, (name, row) in enumerate(zip(table.rows, table.cells)):
-        texts = [f"**{c.text()}{table.mark(j, c)}**" if i in best[j] else c.text() + table.mark(j, c)
+        texts = [(f"**{c.text()}{table.mark(j, c)}**" if i in best[j] else c.text() + table.mark(j, c)) + table.dagger(i, j)
                  for j, c in enumerate(row)]
         lines.append(f"| {name} | " + " | ".join(texts) + " |")
     return "\n".join(lines) + "\n"
@@ -229,7 +271,8 @@ def to_markdown(table: Table) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "↑": r"$\uparrow$", "↓": r"$\downarrow$", "±": r"$\pm$", "–": "--"}
+                  "↑": r"$\uparrow$", "↓": r"$\downarrow$", "±": r"$\pm$", "–": "--",
+                  "†": r"$^\dagger$", "−": "$-$"}
 
 
 def latex_escape(text: str) -> str:
@@ -248,7 +291,7 @@ def to_latex(table: Table) -> str:
         texts = []
         for j, c in enumerate(row):
             t = c.text(pm=r" $\pm$ ") + table.mark(j, c) if c.mean is not None else "--"
-            texts.append(rf"\textbf{{{t}}}" if i in best[j] else t)
+            texts.append((rf"\textbf{{{t}}}" if i in best[j] else t) + table.dagger(i, j, r"$^\dagger$"))
         lines.append(latex_escape(name) + " & " + " & ".join(texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
@@ -262,7 +305,7 @@ def to_html(table: Table) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in table.columns)
     body = []
     for i, (name, row) in enumerate(zip(table.rows, table.cells)):
-        tds = "".join(f"<td{BEST_ATTR if i in best[j] else ''}>{html.escape(c.text() + table.mark(j, c))}</td>"
+        tds = "".join(f"<td{BEST_ATTR if i in best[j] else ''}>{html.escape(c.text() + table.mark(j, c) + table.dagger(i, j))}</td>"
                       for j, c in enumerate(row))
         body.append(f"<tr><th scope=\"row\">{html.escape(name)}</th>{tds}</tr>")
     return (f"<table id=\"{html.escape(table.key)}\"><caption>{html.escape(table.title)}"

@@ -13,7 +13,11 @@ A strategy is any class with
 Optional: ``state_dict()`` / ``load_state_dict(state)`` (the runner checkpoints after every
 experience and resumes from it), ``check_scenario(scenario, params)`` (reject a scenario before any
 training), and ``loop`` — a :class:`~clproto.training.loop.TrainingLoop` for strategies that train
-with SGD, whose listeners see every step's loss (the Avalanche adapter feeds its loss metrics so).
+with SGD, whose listeners see every step's loss (the Avalanche adapter feeds its loss metrics so);
+``scores_unseen_classes = True`` — a class attribute promising that ``predict_scores`` works before the
+first experience and gives finite scores to classes not trained on yet (a randomly initialised
+classifier head): the runner then measures the untrained model and the accuracy on each experience
+before training on it, and reports forward transfer (GEM's FWT); without it forward transfer is ``None``.
 
 Implementations are registered by name in an explicit :class:`Registry`; a duplicate name is an
 error, and nothing registers itself by being imported.
