@@ -87,3 +87,13 @@ class NMC:
         out = torch.full((len(f), self.num_classes), float("-inf"), dtype=torch.float64)
         out[:, seen] = s
         return out.float()
+
+    def state_dict(self) -> dict:
+        """The running sums (C, D) (None before any data) and counts (C,): all an NMC knows."""
+        return {"sums": None if self.sums is None else self.sums.clone(), "counts": self.counts.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["counts"].shape != (self.num_classes,):
+            raise ValueError(f"NMC: state for {tuple(state['counts'].shape)} classes, this NMC has {self.num_classes}")
+        self.sums = None if state["sums"] is None else state["sums"].clone()
+        self.counts = state["counts"].clone()
