@@ -364,3 +364,19 @@ def test_evaluate_refuses_damaged_and_crafted_model_files_without_running_them(r
     torch.save({"weights": torch.zeros(3)}, folder / "model.pt")  # loads, but is no clproto model
     assert main(["evaluate", str(folder), "--scenario", SCENARIO]) == 2
     assert "not a clproto model file" in capsys.readouterr().err
+
+
+def test_a_backend_whose_workers_return_results_gets_log_csv_written_by_the_driver(tmp_path):
+    from clproto.sweep import GridConfig, InProcessBackend, SweepConfig, expand_grid, run_sweep, worker_settings
+
+    class Remote(InProcessBackend):  # as Ray's: the worker runs without a folder and returns its data
+        writes_results = False
+
+    specs = expand_grid(SweepConfig(), [GridConfig(scenarios=[SCENARIO], strategies=[NMC_PIXELS])], registry=REGISTRY,
+                        extra_overrides=SMALL[:2], seeds=[0])
+    summary = run_sweep(specs, out=tmp_path, backend=Remote(threads=1), settings=worker_settings(), progress=False,
+                        summary_name=None, announce=False, log=lambda s: None)
+    assert summary.done and not summary.failed
+    folder = run_dir(tmp_path, SC_NAME, "nmc-pixels", 0)
+    rows = read_log(folder / "log.csv")
+    assert [x["value"] for x in rows if x["key"] == "seen"] == _results(folder)["seen_accuracy"]
