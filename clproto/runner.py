@@ -8,8 +8,9 @@ fills row ``t`` of the accuracy matrices. Datasets and backbone features are loa
 per runner and shared by every run that needs them. A run writes ``config.json`` (the fully
 resolved configuration) and ``results.json`` into ``<out>/<scenario>/<strategy>/seed<k>/``,
 both atomically; a failed run writes no ``results.json``. Strategies with
-``state_dict``/``load_state_dict`` are checkpointed after every experience, and a run
-restarted with the same configuration resumes from its last checkpoint.
+``state_dict``/``load_state_dict`` are checkpointed after every experience (unless the class sets
+``checkpoint_runs = False``, as NMC does: refitting is cheaper), and a run restarted with the same
+configuration resumes from its last checkpoint.
 
 Every run with a folder also writes ``log.csv`` (per-epoch losses, per-experience accuracies,
 timings; see :mod:`clproto.loggers`), just before ``results.json``, and mirrors it to TensorBoard
@@ -178,7 +179,8 @@ class Runner:
         evaluator = Evaluator(sc, batch_size=self.eval_batch_size)
         steps: list[StepEvaluation] = []
         start = 0
-        ckpt = folder / CHECKPOINT if folder is not None and hasattr(model, "state_dict") else None
+        checkpointed = hasattr(model, "state_dict") and getattr(model, "checkpoint_runs", True)
+        ckpt = folder / CHECKPOINT if folder is not None and checkpointed else None
         state = _load_checkpoint(ckpt, notes) if ckpt is not None and ckpt.exists() else None
         log_rows: list = []
         if state is not None:

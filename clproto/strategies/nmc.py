@@ -41,6 +41,7 @@ class NMC:
 
     Config = NMCConfig
     input_kind = "features"
+    checkpoint_runs = False  # state_dict() is for --keep-model; refitting is cheaper than a per-experience checkpoint
 
     def __init__(self, *, config: NMCConfig = NMCConfig(), num_classes: int, seed: int = 0) -> None:
         self.config = config
