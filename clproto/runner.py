@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from clproto.evaluation.results import RunResult, Timings, write_atomic, write_j
 from clproto.features.backbone import extract_dataset_features, load_backbone
 from clproto.features.base_trained import base_trained_features, is_base_trained, parse_spec
 from clproto.kept_models import KEEP_MODEL, model_files, save_model
-from clproto.loggers import LOG_FILE, LoggerSettings, RunLog
+from clproto.loggers import LOG_FILE, TENSORBOARD_DIR, LoggerSettings, RunLog
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario, build_scenario
 from clproto.strategies import REGISTRY, Registry
@@ -195,6 +196,7 @@ class Runner:
         if folder is not None and start == 0:  # a fresh run: no log or kept model of an earlier one stays
             for stale in [folder / LOG_FILE, *model_files(folder)]:
                 stale.unlink(missing_ok=True)
+            shutil.rmtree(folder / TENSORBOARD_DIR, ignore_errors=True)  # else TensorBoard would mix both runs
         label = f"{scenario.name}/{strategy.name}/seed{seed}"
         log = RunLog.open(self.loggers, folder=folder, label=label, config=config, rows=log_rows)
         loop_listeners = getattr(getattr(model, "loop", None), "listeners", None)
