@@ -36,6 +36,33 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
+def add_run_outputs(p: argparse.ArgumentParser) -> None:
+    """What runs write besides results.json and log.csv: kept models, TensorBoard / W&B mirrors (run and sweep)."""
+    g = p.add_argument_group("models and loggers (results.json and log.csv are always written)")
+    g.add_argument("--keep-model", choices=("last", "every"),
+                   help="keep the strategy's state (weights-only loadable): last = model.pt after the final experience, "
+                        "every = model-exp<k>.pt after each; re-score with `clproto evaluate` (default: keep nothing)")
+    g.add_argument("--logger", action="append", default=[], choices=("tensorboard", "wandb"),
+                   help="also log losses, accuracies and timings to TensorBoard (<run>/tensorboard) or W&B "
+                        "(optional extras: pip install 'clproto[tensorboard]' / 'clproto[wandb]'); repeatable")
+    g.add_argument("--wandb-project", default="clproto", metavar="NAME", help="W&B project (default: %(default)s)")
+    g.add_argument("--wandb-offline", action="store_true",
+                   help="W&B offline mode (also WANDB_MODE=offline); sync later with `wandb sync <run>/wandb`")
+
+
+def logger_settings(args):
+    """The --logger options as LoggerSettings; a mirror whose package is missing is an error (exit 2) before any run."""
+    from clproto.loggers import LoggerSettings, check_available
+
+    if args.wandb_offline and "wandb" not in args.logger:
+        raise ConfigError("--wandb-offline applies to the W&B logger only", where="--wandb-offline",
+                          expected="--logger wandb --wandb-offline")
+    settings = LoggerSettings(loggers=tuple(dict.fromkeys(args.logger)), wandb_project=args.wandb_project,
+                              wandb_offline=args.wandb_offline)
+    check_available(settings)
+    return settings
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clproto",
@@ -67,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", metavar="SPEC",
                    help="feature extractor for every features-strategy, e.g. torchscript:mobilenet_v1_1.0_224_imagenet.pt "
                         "or torchvision:resnet18 (same as --set strategy.backbone=SPEC)")
+    add_run_outputs(p)
+    _common(p)
+
+    p = sub.add_parser("evaluate", help="re-score a kept model on the test sets of another scenario",
+                       description="Rebuild the strategy of RUN_DIR (from its config.json), load its kept model "
+                                   "weights-only (model.pt, else the last model-exp<k>.pt; runs made with --keep-model) "
+                                   "and score it on every experience's test set of SCENARIO (same dataset; frozen "
+                                   "strategies use the run's own backbone features). Prediction is the argmax over "
+                                   "every class the model saw; classes it never saw score -inf, so their test samples "
+                                   "count as errors. Prints a table and writes RUN_DIR/evaluate-<scenario>.json.")
+    p.add_argument("run", metavar="RUN_DIR", help="a run folder <out>/<scenario>/<strategy>/seed<k>")
+    p.add_argument("--scenario", required=True, metavar="SCENARIO.toml", help="scenario to score on")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="S",
+                   help="seeds of that scenario (class order, sampling; default: the run's seed)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of the scenario, e.g. scenario.test_per_class=50")
+    p.add_argument("--model", metavar="FILE", help="model file in RUN_DIR, e.g. model-exp2.pt (default: model.pt, "
+                                                    "else the last model-exp<k>.pt)")
     _common(p)
 
     p = sub.add_parser("report", help="tables and figures from results folders",
@@ -187,8 +232,10 @@ def cmd_run(args) -> int:
                         extra_overrides=overrides, seeds=list(args.seeds))
     out = check_out(Path(args.out) if args.out else Path("runs") / specs[0].scenario)
     threads = args.threads or _torch_threads()
+    loggers = logger_settings(args)
     settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,
-                               models_root=args.models_root, cache_dir=args.cache_dir, progress=progress_enabled())
+                               models_root=args.models_root, cache_dir=args.cache_dir, progress=progress_enabled(),
+                               keep_model=args.keep_model, loggers=loggers.to_dict())
     summary = run_sweep(specs, out=out, backend=InProcessBackend(threads=threads), settings=settings,
                         progress=progress_enabled(), summary_name=None, overwrite=args.overwrite, desc="run",
                         announce=False)
@@ -202,12 +249,25 @@ def cmd_run(args) -> int:
             f"{len(summary.failed)} failed, in {summary.seconds:.1f}s.")
     print(line + (f" Results: {out}/  Report: {out / 'report'}/ (report.html, tables.md/.tex/.csv, *.png)"
                   if results else ""))
+    note_unkept(specs, out, args.keep_model)
     if summary.failed:
         print(f"clproto: {len(summary.failed)} run(s) failed: " + "; ".join(
             f"{label}: {error} (see {Path(folder) / 'error.txt'})" for label, error, folder in summary.failed),
             file=sys.stderr)
         return 1
     return 0
+
+
+def note_unkept(specs, out: Path, keep_model) -> None:
+    """--keep-model on runs finished earlier without it: they were skipped, so say where no model is kept."""
+    from clproto.kept_models import model_files
+
+    if not keep_model:
+        return
+    missing = [s.label for s in specs if (s.folder(out) / "results.json").exists() and not model_files(s.folder(out))]
+    if missing:
+        print(f"clproto: note: {len(missing)} run(s) finished earlier without --keep-model keep no model "
+              f"(e.g. {missing[0]}); use another --out to run them again with it", file=sys.stderr)
 
 
 def _torch_threads() -> int:
@@ -255,6 +315,36 @@ def _collect(paths, *, split_configs: bool = False) -> list:
     return pooled.results
 
 
+def cmd_evaluate(args) -> int:
+    """Re-score a kept model on every experience of another scenario; write <run>/evaluate-<scenario>.json."""
+    from clproto.config import named_scenario, parse_override
+    from clproto.kept_models import evaluate_kept, table, write_result
+    from clproto.progress import progress_enabled
+    from clproto.runner import Runner
+    from clproto.sweep import check_seeds
+
+    _setup(args)
+    registry = load_plugins(args.plugin)
+    overrides = [parse_override(o) for o in args.overrides]
+    if any(ov.target != "scenario" for ov in overrides):
+        raise ConfigError("evaluate overrides only the scenario", where="--set",
+                          value=next(ov.text for ov in overrides if ov.target != "scenario"),
+                          expected="scenario.FIELD=VALUE (the strategy is the kept one)")
+    scenario_path = Path(args.scenario)
+    if not scenario_path.is_file():
+        raise ConfigError("scenario file not found", where="--scenario", value=args.scenario)
+    scenario = named_scenario(scenario_path, overrides)
+    seeds = check_seeds(args.seeds, where="--seeds") if args.seeds else None
+    runner = Runner(registry=registry, data_root=args.data_root, models_root=args.models_root,
+                    cache_dir=args.cache_dir, progress=progress_enabled())
+    result = evaluate_kept(Path(args.run), scenario, runner=runner, seeds=seeds, model_name=args.model,
+                           scenario_where=str(scenario_path))
+    path = write_result(Path(args.run), result)
+    print(table(result))
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_list(args) -> int:
     from clproto.config import read_toml
     from clproto.data.sources import DATASET_KINDS
@@ -298,8 +388,8 @@ def cmd_cache(args) -> int:
     return cache(args)
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "list": cmd_list, "sweep": cmd_sweep,
-            "cache": cmd_cache}
+COMMANDS = {"run": cmd_run, "report": cmd_report, "compare": cmd_compare, "evaluate": cmd_evaluate, "list": cmd_list,
+            "sweep": cmd_sweep, "cache": cmd_cache}
 
 
 def main(argv: list[str] | None = None) -> int:

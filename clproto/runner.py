@@ -8,8 +8,14 @@ fills row ``t`` of the accuracy matrices. Datasets and backbone features are loa
 per runner and shared by every run that needs them. A run writes ``config.json`` (the fully
 resolved configuration) and ``results.json`` into ``<out>/<scenario>/<strategy>/seed<k>/``,
 both atomically; a failed run writes no ``results.json``. Strategies with
-``state_dict``/``load_state_dict`` are checkpointed after every experience, and a run
-restarted with the same configuration resumes from its last checkpoint.
+``state_dict``/``load_state_dict`` are checkpointed after every experience (unless the class sets
+``checkpoint_runs = False``, as NMC does: refitting is cheaper), and a run restarted with the same
+configuration resumes from its last checkpoint.
+
+Every run with a folder also writes ``log.csv`` (per-epoch losses, per-experience accuracies,
+timings; see :mod:`clproto.loggers`), just before ``results.json``, and mirrors it to TensorBoard
+or W&B when asked (``loggers``). ``keep_model`` keeps the strategy's state (weights-only loadable,
+see :mod:`clproto.kept_models`): ``"last"`` as ``model.pt``, ``"every"`` as ``model-exp<k>.pt``.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +40,8 @@ from clproto.evaluation.evaluator import Evaluator, StepEvaluation
 from clproto.evaluation.results import RunResult, Timings, write_atomic, write_json_atomic
 from clproto.features.backbone import extract_dataset_features, load_backbone
 from clproto.features.base_trained import base_trained_features, is_base_trained, parse_spec
+from clproto.kept_models import KEEP_MODEL, model_files, save_model
+from clproto.loggers import LOG_FILE, TENSORBOARD_DIR, LoggerSettings, RunLog
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario, build_scenario
 from clproto.strategies import REGISTRY, Registry
@@ -87,8 +96,14 @@ class Runner:
     cache_dir: Optional[str] = None  # --cache-dir / CLPROTO_CACHE / user cache
     progress: bool = True  # show progress bars
     eval_batch_size: int = 1024  # test samples scored per call to predict_scores
+    keep_model: Optional[str] = None  # --keep-model: None, "last" (model.pt) or "every" (model-exp<k>.pt)
+    loggers: LoggerSettings = LoggerSettings()  # --logger: mirrors of log.csv (TensorBoard, W&B)
 
     def __post_init__(self) -> None:
+        if self.keep_model not in KEEP_MODEL:
+            raise ConfigError("unknown --keep-model value", where="--keep-model", value=self.keep_model,
+                              expected="last or every")
+        self.last_log: Optional[RunLog] = None  # the log of the latest run
         self._datasets: dict[str, Dataset] = {}
         self._features: dict[tuple[str, str], tuple[Dataset, str, float]] = {}
 
@@ -129,7 +144,11 @@ class Runner:
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
         if hasattr(entry.cls, "check_scenario"):
             entry.cls.check_scenario(sc, strategy.params, where=where)
-        build_model(entry, strategy, num_classes=sc.num_classes, seed=seed)  # its own parameter checks
+        model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed)  # its own parameter checks
+        if self.keep_model and not (hasattr(model, "state_dict") and hasattr(model, "load_state_dict")):
+            raise ConfigError(f"--keep-model cannot keep strategy {strategy.name!r}: its class "
+                              f"{type(model).__qualname__} has no state_dict()/load_state_dict()",
+                              where=strategy.where, expected="a strategy with state_dict(), or no --keep-model")
         if entry.cls.input_kind == "features":
             if is_base_trained(strategy.config.backbone):
                 parse_spec(strategy.config.backbone, where=strategy.where)
@@ -161,36 +180,70 @@ class Runner:
         evaluator = Evaluator(sc, batch_size=self.eval_batch_size)
         steps: list[StepEvaluation] = []
         start = 0
-        ckpt = folder / CHECKPOINT if folder is not None and hasattr(model, "state_dict") else None
+        checkpointed = hasattr(model, "state_dict") and getattr(model, "checkpoint_runs", True)
+        ckpt = folder / CHECKPOINT if folder is not None and checkpointed else None
         state = _load_checkpoint(ckpt, notes) if ckpt is not None and ckpt.exists() else None
+        log_rows: list = []
         if state is not None:
             if state.get("config_hash") == chash:
                 model.load_state_dict(state["strategy"])
                 steps = [StepEvaluation(**s) for s in state["steps"]]
                 timings = Timings(**state["timings"])
                 torch.set_rng_state(state["torch_rng"])
+                log_rows = list(state.get("log", []))
                 start = len(steps)
                 notes.append(f"resumed from checkpoint after experience {start - 1}")
         initial = state.get("initial_task_accuracy") if start else None
         if not start and getattr(model, "scores_unseen_classes", False):  # GEM's b_j: the untrained model, task-IL
             initial = evaluator.initial_task_accuracy(model.predict_scores)
-        for exp in list(sc)[start:]:
-            t0 = time.perf_counter()
-            try:
-                model.fit_experience(exp)
-            except ConfigError as exc:  # e.g. training diverged: name the strategy definition
-                raise exc.located(strategy.where) from None
-            timings.fit_s.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            steps.append(evaluator.evaluate(model.predict_scores, exp.index))
-            timings.eval_s.append(time.perf_counter() - t0)
-            if ckpt is not None:
-                _save_checkpoint(ckpt, {
-                    "config_hash": chash, "strategy": model.state_dict(),
-                    "steps": [dataclasses.asdict(s) for s in steps], "timings": dataclasses.asdict(timings),
-                    "torch_rng": torch.get_rng_state(), "initial_task_accuracy": initial,
-                })
-        timings.total_s = time.perf_counter() - t_start
+        if folder is not None and start == 0:  # a fresh run: no log or kept model of an earlier one stays
+            for stale in [folder / LOG_FILE, *model_files(folder)]:
+                stale.unlink(missing_ok=True)
+            shutil.rmtree(folder / TENSORBOARD_DIR, ignore_errors=True)  # else TensorBoard would mix both runs
+        label = f"{scenario.name}/{strategy.name}/seed{seed}"
+        log = RunLog.open(self.loggers, folder=folder, label=label, config=config, rows=log_rows)
+        loop_listeners = getattr(getattr(model, "loop", None), "listeners", None)
+
+        def on_training(event) -> None:  # per-epoch mean loss of trained strategies
+            if event.kind == "epoch_end":
+                log.loss(event.experience, event.epoch, event.loss)
+
+        if loop_listeners is not None:
+            loop_listeners.append(on_training)
+        ok = False
+        try:
+            for exp in list(sc)[start:]:
+                t0 = time.perf_counter()
+                try:
+                    model.fit_experience(exp)
+                except ConfigError as exc:  # e.g. training diverged: name the strategy definition
+                    raise exc.located(strategy.where) from None
+                timings.fit_s.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                steps.append(evaluator.evaluate(model.predict_scores, exp.index))
+                timings.eval_s.append(time.perf_counter() - t0)
+                log.step(exp.index, steps[-1], fit_s=timings.fit_s[-1], eval_s=timings.eval_s[-1])
+                if folder is not None and self.keep_model is not None:
+                    last = exp.index == len(sc) - 1
+                    if self.keep_model == "every" or last:
+                        name = "model.pt" if self.keep_model == "last" else f"model-exp{exp.index}.pt"
+                        save_model(folder / name, model, config=config, config_hash=chash, experience=exp.index,
+                                   classes_seen=list(exp.seen_classes))
+                if ckpt is not None:
+                    _save_checkpoint(ckpt, {
+                        "config_hash": chash, "strategy": model.state_dict(),
+                        "steps": [dataclasses.asdict(s) for s in steps], "timings": dataclasses.asdict(timings),
+                        "torch_rng": torch.get_rng_state(), "log": [list(r) for r in log.rows],
+                        "initial_task_accuracy": initial,
+                    })
+            timings.total_s = time.perf_counter() - t_start
+            log.run_timings(timings)
+            ok = True
+        finally:
+            if loop_listeners is not None:
+                loop_listeners.remove(on_training)
+            log.close(ok)
+        self.last_log = log  # the rows of the latest run (a remote worker returns them to the driver)
         result = RunResult.from_steps(
             steps,
             few_shot=sc.is_few_shot,
@@ -209,6 +262,7 @@ class Runner:
             notes=notes,
         )
         if folder is not None:
+            log.save(folder / LOG_FILE)  # before results.json: a finished run always has its whole log
             result.save(folder / "results.json")
             if ckpt is not None:
                 ckpt.unlink(missing_ok=True)

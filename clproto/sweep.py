@@ -297,8 +297,12 @@ def _runner(settings: dict):
 
         registry = load_plugins(list(settings["plugins"]))
         _STATE.clear()  # one configuration per process: free datasets of an earlier one
+        from clproto.loggers import LoggerSettings
+
         _STATE[key] = Runner(registry=registry, data_root=settings["data_root"], models_root=settings["models_root"],
-                             cache_dir=settings["cache_dir"], progress=bool(settings.get("progress", False)))
+                             cache_dir=settings["cache_dir"], progress=bool(settings.get("progress", False)),
+                             keep_model=settings.get("keep_model"),
+                             loggers=LoggerSettings.from_dict(settings.get("loggers")))
     return _STATE[key]
 
 
@@ -349,7 +353,8 @@ def execute(task: dict, settings: dict) -> dict:
         if result.config_hash != task["config_hash"]:
             raise RuntimeError(f"resolved configuration hash {result.config_hash} != planned {task['config_hash']}")
         return {"status": "done", "seconds": time.perf_counter() - t0, "final_accuracy": result.metrics.final_accuracy,
-                "notes": list(result.notes), "result": None if task["write"] else result.to_dict()}
+                "notes": list(result.notes), "result": None if task["write"] else result.to_dict(),
+                "log": None if task["write"] else runner.last_log.csv_text()}
     except ConfigError as exc:
         return {"status": "config-error", "error": str(exc), "traceback": traceback.format_exc(),
                 "seconds": time.perf_counter() - t0}
@@ -489,12 +494,16 @@ class LocalBackend:
 
 
 def worker_settings(*, plugins: list[str] = (), threads: int = 1, data_root: Optional[str] = None,
-                    models_root: Optional[str] = None, cache_dir: Optional[str] = None, progress: bool = False) -> dict:
-    """What every worker needs, with absolute paths (remote workers do not share our working directory)."""
+                    models_root: Optional[str] = None, cache_dir: Optional[str] = None, progress: bool = False,
+                    keep_model: Optional[str] = None, loggers: Optional[dict] = None) -> dict:
+    """What every worker needs, with absolute paths (remote workers do not share our working directory).
+
+    ``keep_model``: --keep-model (None, "last", "every"); ``loggers``: :class:`clproto.loggers.LoggerSettings` as a dict.
+    """
     from clproto.data import paths
 
     return {"plugins": [str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins], "threads": threads,
-            "progress": progress,
+            "progress": progress, "keep_model": keep_model, "loggers": loggers or {},
             "data_root": str(paths.data_root(data_root).resolve()),
             "models_root": str(paths.models_root(models_root).resolve()),
             "cache_dir": str(paths.cache_root(cache_dir).resolve())}
@@ -689,6 +698,8 @@ def _record(spec: RunSpec, outcome: Outcome, out: Path, summary: SweepSummary) -
     if outcome["status"] == "done":
         if outcome.get("result") is not None:  # returned by a remote worker: the driver writes it
             write_json_atomic(folder / "config.json", {**spec.config, "config_hash": spec.config_hash})
+            if outcome.get("log") is not None:  # log.csv before results.json, as the runner does
+                write_text_atomic(folder / "log.csv", outcome["log"])
             RunResult.from_dict(outcome["result"]).save(folder / "results.json")
         (folder / ERROR_FILE).unlink(missing_ok=True)
         summary.done.append(spec.label)
@@ -731,6 +742,9 @@ def add_parser(sub, common: Callable) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are finished; run nothing")
     p.add_argument("--overwrite", action="store_true",
                    help="replace runs whose folder holds a different configuration (default: refuse, naming the fields)")
+    from clproto.cli import add_run_outputs
+
+    add_run_outputs(p)
     common(p)
 
 
@@ -773,8 +787,16 @@ def cmd_sweep(args, *, registry: Registry) -> int:
         return 0
     jobs = args.jobs or default_jobs()
     threads = args.threads or max(1, default_jobs() // jobs)
+    from clproto.cli import logger_settings, note_unkept
+
+    loggers = logger_settings(args)
     settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,
-                               models_root=args.models_root, cache_dir=args.cache_dir)
+                               models_root=args.models_root, cache_dir=args.cache_dir, keep_model=args.keep_model,
+                               loggers=loggers.to_dict())
+    if args.backend == "ray" and (args.keep_model or loggers.loggers):
+        raise ConfigError("--keep-model and --logger write into run folders on the worker's machine: not with "
+                          "the Ray backend (its workers return results; the driver writes results.json and log.csv)",
+                          where="--backend", value="ray", expected="--backend local, or no --keep-model/--logger")
     if args.backend == "ray":
         from clproto.sweep_ray import RayBackend
 
@@ -789,4 +811,5 @@ def cmd_sweep(args, *, registry: Registry) -> int:
                         overwrite=args.overwrite)
     print(summary.text())
     print(f"results: {out}/   report: clproto report {out} --out <report folder>")
+    note_unkept(specs, out, args.keep_model)
     return 1 if summary.failed else 0

@@ -45,6 +45,7 @@ class NMC:
 
     Config = NMCConfig
     input_kind = "features"
+    checkpoint_runs = False  # state_dict() is for --keep-model; refitting is cheaper than a per-experience checkpoint
 
     def __init__(self, *, config: NMCConfig = NMCConfig(), num_classes: int, seed: int = 0) -> None:
         self.config = config
@@ -91,3 +92,13 @@ class NMC:
         out = torch.full((len(f), self.num_classes), float("-inf"), dtype=torch.float64)
         out[:, seen] = s
         return out.float()
+
+    def state_dict(self) -> dict:
+        """The running sums (C, D) (None before any data) and counts (C,): all an NMC knows."""
+        return {"sums": None if self.sums is None else self.sums.clone(), "counts": self.counts.clone()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["counts"].shape != (self.num_classes,):
+            raise ValueError(f"NMC: state for {tuple(state['counts'].shape)} classes, this NMC has {self.num_classes}")
+        self.sums = None if state["sums"] is None else state["sums"].clone()
+        self.counts = state["counts"].clone()
