@@ -5,10 +5,12 @@ with ``clproto.REGISTRY.register(name, cls)`` (or a copy of it), see the README.
 """
 
 from clproto.strategies.base import Registered, Registry, Strategy, build_strategy
+from clproto.strategies.fetril import FeTrIL, FeTrILConfig
 from clproto.strategies.finetune import FineTune, FineTuneConfig
 from clproto.strategies.joint import Joint, JointConfig
 from clproto.strategies.nmc import NMC, NMCConfig
 from clproto.strategies.prd import PRD, PRDConfig
+from clproto.strategies.ranpac import RanPAC, RanPACConfig
 from clproto.strategies.teen import TEEN, TEENConfig
 
 
@@ -23,9 +25,11 @@ def default_registry() -> Registry:
                  scenario_kinds=("class-incremental",))
     reg.register("teen", TEEN, description="prototypes with training-free calibration toward base classes (Wang et al. 2023)",
                  scenario_kinds=("few-shot",))
+    reg.register("ranpac", RanPAC, description="random ReLU projection + ridge class prototypes, training-free (McDonnell et al. 2023)")
+    reg.register("fetril", FeTrIL, description="linear classifier on features + translated pseudo-features of past classes (Petit et al. 2023)")
     return reg
 
 
 REGISTRY = default_registry()
 
-__all__ = ["FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "Registered", "Registry", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]
+__all__ = ["FeTrIL", "FeTrILConfig", "FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "RanPAC", "RanPACConfig", "Registered", "Registry", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]
