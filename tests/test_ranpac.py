@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from threadpoolctl import threadpool_limits
 
 from clproto.config import load_strategy, strategy_from_dict
 from clproto.errors import ConfigError
@@ -24,6 +25,13 @@ CI = ScenarioConfig(name="tiny-ci", dataset="tiny", increment=2)
 FS = ScenarioConfig(name="tiny-fs", dataset="tiny", kind="few-shot", base_classes=2, ways=2, shots=3)
 
 
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    """NumPy/SciPy/liblinear on one thread, like torch in the tests: tiny matrices, and no spinning on a busy machine."""
+    with threadpool_limits(1):
+        yield
+
+
 def _runner(dataset) -> Runner:
     runner = Runner(progress=False)
     runner._datasets["tiny"] = dataset  # the shared synthetic fixture
@@ -35,11 +43,13 @@ def _strategy(**params):
                               REGISTRY)
 
 
-def reference_accuracy(feats, scenario, *, M: int, seed: int, grid, holdout: float) -> list[list[float | None]]:
+def reference(feats, scenario, *, M: int, seed: int, grid, holdout: float, force=None) -> tuple[list, list[tuple]]:
     """RanPAC from the paper in batch form: H = ReLU(X W) of every sample seen, W_o = (HᵀH + λI)⁻¹ HᵀY.
 
     λ: for every grid value, ridge regression on the first ⌊0.8 n⌋ of the shuffled current experience,
     mean squared error of its outputs on the rest against one-hot targets; the smallest wins.
+    Returns the accuracy matrix and, after each step, (λ, the grid values whose loss is within rounding of
+    the smallest, ‖HᵀH‖₂, the (N_test, seen) scores of every test sample). ``force``: use these λ instead.
     """
     X, Y, Xt, Yt = (np.asarray(a, dtype=np.float64) for a in (feats.train_x, feats.train_y, feats.test_x, feats.test_y))
     Y, Yt = Y.astype(int), Yt.astype(int)
@@ -53,7 +63,7 @@ def reference_accuracy(feats, scenario, *, M: int, seed: int, grid, holdout: flo
     def onehot(y):
         return np.eye(C)[y]
 
-    seen_rows, matrix = [], []
+    seen_rows, matrix, scores = [], [], []
     for e in scenario:
         order = e.train_indices[np.random.default_rng([seed, e.index]).permutation(len(e.train_indices))]
         n_fit = int(len(order) * (1 - holdout))
@@ -62,11 +72,13 @@ def reference_accuracy(feats, scenario, *, M: int, seed: int, grid, holdout: flo
         for lam in grid:
             Wf = np.linalg.solve(Hf.T @ Hf + lam * np.eye(Hf.shape[1]), Hf.T @ onehot(Y[order[:n_fit]]))
             losses.append(np.mean((Hv @ Wf - onehot(Y[order[n_fit:]])) ** 2))
-        lam = grid[int(np.argmin(losses))]
+        lam = grid[int(np.argmin(losses))] if force is None else force[e.index]
+        ties = {g for g, v in zip(grid, losses) if v <= min(losses) * (1 + 1e-2)}  # solver rounding (cond ~1e12)
         seen_rows.extend(e.train_indices)
         H = h(X[seen_rows])
         Wo = scipy.linalg.solve(H.T @ H + lam * np.eye(H.shape[1]), H.T @ onehot(Y[seen_rows]))
         seen = np.array(e.seen_classes)
+        scores.append((lam, ties, np.linalg.norm(H.T @ H, 2), h(Xt) @ Wo[:, seen]))
         row = []
         for j, ej in enumerate(scenario):
             if j > e.index:
@@ -75,7 +87,7 @@ def reference_accuracy(feats, scenario, *, M: int, seed: int, grid, holdout: flo
             s = h(Xt[ej.test_indices]) @ Wo[:, seen]
             row.append(float(np.mean(seen[s.argmax(1)] == Yt[ej.test_indices])))
         matrix.append(row)
-    return matrix
+    return matrix, scores
 
 
 @pytest.mark.parametrize("scenario", [CI, FS], ids=["class-incremental", "few-shot"])
@@ -85,12 +97,27 @@ def test_accuracy_matrix_matches_batch_reference(tiny_dataset, scenario, M):
     result = runner.run(scenario, _strategy(projection_dim=M), seed=3)
     feats = runner.features(tiny_dataset, "pixels")[0]
     sc = build_scenario(scenario, feats, seed=3)
-    want = reference_accuracy(feats, sc, M=M, seed=3, grid=OFFICIAL_GRID, holdout=0.2)
+    want, want_scores = reference(feats, sc, M=M, seed=3, grid=OFFICIAL_GRID, holdout=0.2)
     assert len(result.accuracy_matrix) == len(sc) == len(want)
     for got_row, want_row in zip(result.accuracy_matrix, want):
         assert [g is None for g in got_row] == [w is None for w in want_row]
         assert [g for g in got_row if g is not None] == pytest.approx([w for w in want_row if w is not None], abs=1e-6)
     assert result.seen_accuracy[0] >= 0.9  # the separable fixture is learnt
+    # step by step: a λ of smallest held-out loss (G is singular here, fewer samples than M, so the losses of
+    # the smallest λ values tie up to rounding and either solver may pick any of them) ...
+    model = RanPAC(config=RanPACConfig(projection_dim=M), num_classes=6, seed=3)
+    ours = []
+    for e, (_, ties, _, _) in zip(sc, want_scores):
+        model.fit_experience(e)
+        assert model.ridge in ties
+        ours.append(model.ridge)
+    # ... and with the same λ the same scores up to the solvers' rounding, which grows with ‖G‖/λ
+    model = RanPAC(config=RanPACConfig(projection_dim=M), num_classes=6, seed=3)
+    _, same_lambda = reference(feats, sc, M=M, seed=3, grid=OFFICIAL_GRID, holdout=0.2, force=ours)
+    for e, (lam, _, norm, ref) in zip(sc, same_lambda):
+        model.fit_experience(e)
+        got = model.predict_scores(torch.from_numpy(feats.test_x.copy()))[:, list(e.seen_classes)].numpy()
+        np.testing.assert_allclose(got, ref, rtol=0, atol=max(1e-5, 1e-13 * norm / lam) * max(1.0, np.abs(ref).max()))
 
 
 def test_deterministic_and_seeded(tiny_dataset):
