@@ -31,7 +31,7 @@ Numerics. G and C are sums over the whole stream, so they are accumulated in flo
 factorisation (G + λI is symmetric positive definite for λ > 0), never an explicit inverse; a λ
 whose factorisation fails (positive definiteness lost to rounding) is skipped. At M = 10 000 the
 Gram matrix alone is 800 MB in float64 and every factorisation costs ~M³/3 flops: the cost of the
-method grows with M³ (solves) and N·M² (Gram), see benchmarks/frozen_b.py for timings.
+method grows with M³ (17 + 1 solves per experience) and N·M² (Gram): see benchmarks/ranpac_fetril_speed.py.
 """
 
 from __future__ import annotations
