@@ -28,7 +28,8 @@ from clproto.strategies import NMC, REGISTRY
 pytestmark = pytest.mark.filterwarnings("ignore:No loggers specified")  # metrics are read, not logged
 
 # small training budgets for strategies that train a network (fields applied only where they exist)
-FAST = {"architecture": "convnet-small", "epochs": 1, "batch_size": 32}
+FAST = {"architecture": "convnet-small", "epochs": 1, "batch_size": 32,
+        "projection_dim": 256}  # RanPAC: the default M = 10 000 makes every solve seconds long
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,12 @@ with ``clproto.REGISTRY.register(name, cls)`` (or a copy of it), see the README.
 
 from clproto.strategies.base import Registered, Registry, Strategy, build_strategy
 from clproto.strategies.fecam import FeCAM, FeCAMConfig
+from clproto.strategies.fetril import FeTrIL, FeTrILConfig
 from clproto.strategies.finetune import FineTune, FineTuneConfig
 from clproto.strategies.joint import Joint, JointConfig
 from clproto.strategies.nmc import NMC, NMCConfig
 from clproto.strategies.prd import PRD, PRDConfig
+from clproto.strategies.ranpac import RanPAC, RanPACConfig
 from clproto.strategies.slda import SLDA, SLDAConfig
 from clproto.strategies.teen import TEEN, TEENConfig
 
@@ -27,9 +29,11 @@ def default_registry() -> Registry:
                  scenario_kinds=("few-shot",))
     reg.register("slda", SLDA, description="streaming LDA: running class means, one shared streaming covariance (Hayes & Kanan 2020)")
     reg.register("fecam", FeCAM, description="Mahalanobis distance with per-class shrunk covariances, Tukey transform (Goswami et al. 2023)")
+    reg.register("ranpac", RanPAC, description="random ReLU projection + ridge class prototypes, training-free (McDonnell et al. 2023)")
+    reg.register("fetril", FeTrIL, description="linear classifier on features + translated pseudo-features of past classes (Petit et al. 2023)")
     return reg
 
 
 REGISTRY = default_registry()
 
-__all__ = ["FeCAM", "FeCAMConfig", "FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "Registered", "Registry", "SLDA", "SLDAConfig", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]
+__all__ = ["FeCAM", "FeCAMConfig", "FeTrIL", "FeTrILConfig", "FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "RanPAC", "RanPACConfig", "Registered", "Registry", "SLDA", "SLDAConfig", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]

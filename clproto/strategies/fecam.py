@@ -133,6 +133,7 @@ class FeCAM:
 
     Config = FeCAMConfig
     input_kind = "features"
+    checkpoint_runs = False  # training-free: refitting beats writing its statistics after every experience
 
     def __init__(self, *, config: FeCAMConfig = FeCAMConfig(), num_classes: int, seed: int = 0) -> None:
         self.config = config

@@ -57,6 +57,7 @@ class SLDA:
 
     Config = SLDAConfig
     input_kind = "features"
+    checkpoint_runs = False  # training-free: refitting beats writing its statistics after every experience
 
     def __init__(self, *, config: SLDAConfig = SLDAConfig(), num_classes: int, seed: int = 0) -> None:
         self.config = config
