@@ -14,6 +14,9 @@ Optional: ``state_dict()`` / ``load_state_dict(state)`` (the runner checkpoints 
 experience and resumes from it), ``check_scenario(scenario, params)`` (reject a scenario before any
 training), and ``loop`` — a :class:`~clproto.training.loop.TrainingLoop` for strategies that train
 with SGD, whose listeners see every step's loss (the Avalanche adapter feeds its loss metrics so);
+``checkpoint_runs = False`` — a class attribute: the runner does not checkpoint it after every experience
+(training-free strategies refit faster than they would write their statistics); ``state_dict`` then serves
+``--keep-model`` only.
 ``scores_unseen_classes = True`` — a class attribute promising that ``predict_scores`` works before the
 first experience and gives finite scores to classes not trained on yet (a randomly initialised
 classifier head): the runner then measures the untrained model and the accuracy on each experience
