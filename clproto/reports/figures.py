@@ -44,7 +44,7 @@ DPI = 150  # resolution of every PNG (shown at its natural size in report.html)
 FORMATS = ("png", "pdf")  # figure file formats; report.html always embeds PNG
 # colour-blind-safe colours: Okabe & Ito (2008) without yellow (too pale on white), then three of
 # Paul Tol's "muted" scheme (wine, olive, indigo) for reports with more than seven strategies
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000",
+PALETTE = ("#0072b2", "#e69f00", "#009e73", "#d55e00", "#cc79a7", "#56b4e9", "#000000",
            "#882255", "#999933", "#332288")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")  # drawn hollow: overlapping markers stay visible
 LINESTYLES = ("-", "--", "-.", ":")
@@ -77,13 +77,14 @@ def _hash(name: str) -> int:
 def strategy_styles(names) -> dict[str, Style]:
     """One style per strategy name: colour, marker and line style from a hash of the name.
 
-    Names are assigned in sorted order; a name whose colour (or marker) is already taken in this
-    report takes the next free one of the palette, so no two strategies of a report share a colour
-    while the palette lasts (then no two share colour and marker). Same names, same styles.
+    Names are assigned in sorted order; a name whose colour (marker, line style) is already taken in
+    this report takes the next free one, so no two strategies of a report share a colour while the
+    palette lasts (then no two share colour and marker). Same names, same styles.
     """
     taken_colours: set[int] = set()
     taken_pairs: set[tuple[int, int]] = set()
     taken_markers: set[int] = set()
+    taken_lines: set[int] = set()
     out: dict[str, Style] = {}
     C, M, L = len(PALETTE), len(MARKERS), len(LINESTYLES)
     for name in sorted(set(names)):
@@ -93,10 +94,12 @@ def strategy_styles(names) -> dict[str, Style]:
         c = free[0] if free else c0
         markers = [m for m in ((m0 + k) % M for k in range(M)) if (c, m) not in taken_pairs]
         m = next((m for m in markers if m not in taken_markers), markers[0] if markers else m0)
+        l = next((l for l in ((l0 + k) % L for k in range(L)) if l not in taken_lines), l0)
         taken_colours.add(c)
         taken_markers.add(m)
         taken_pairs.add((c, m))
-        out[name] = Style(PALETTE[c], MARKERS[m], LINESTYLES[l0])
+        taken_lines.add(l)
+        out[name] = Style(PALETTE[c], MARKERS[m], LINESTYLES[l])
     return out
 
 
