@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="tables and figures from results folders",
                        description="Collect results.json files under RUN_DIR(s) and write tables (Markdown, LaTeX, CSV; "
-                                   "mean ± std over seeds, best in bold), figures (PNG, or PDF with --format pdf), one self-contained "
-                                   "report.html and manifest.json; files an earlier report wrote there and this one does not are removed.")
+                                   "mean ± std over seeds, best in bold), figures (PNG, or PDF with --format pdf), one "
+                                   "self-contained report.html and manifest.json; files an earlier report wrote there and "
+                                   "this one does not are removed.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
     p.add_argument("--out", metavar="DIR", help="report folder (default: <first RUN_DIR>/report)")
     p.add_argument("--title", default="clproto report", help="title of report.html (default: %(default)s)")

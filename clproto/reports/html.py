@@ -37,7 +37,7 @@ td.best { font-weight: bold; background: #eef6ee; }
 figure { margin: 0; max-width: 100%; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; cursor: zoom-in; }
 figcaption { font-size: 0.8em; color: #555; max-width: 640px; } figcaption code { font-size: 0.95em; }
 figure .close { display: none; }
-figure:target { position: fixed; inset: 0; z-index: 10; background: rgba(255, 255, 255, 0.97); padding: 1em;
+figure:target { position: fixed; inset: 0; z-index: 10; background: #fff; padding: 1em;
                 overflow: auto; text-align: center; }
 figure:target img { width: calc(100vw - 3em); height: calc(100vh - 6em); max-width: none; object-fit: contain;
                     border: none; cursor: default; }
