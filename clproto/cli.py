@@ -6,6 +6,7 @@ import argparse
 import importlib
 import importlib.util
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -116,13 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="tables and figures from results folders",
                        description="Collect results.json files under RUN_DIR(s) and write tables (Markdown, LaTeX, CSV; "
-                                   "mean ± std over seeds, best in bold), seaborn figures and one self-contained report.html.")
+                                   "mean ± std over seeds, best in bold), figures (PNG, or PDF with --format pdf), one "
+                                   "self-contained report.html and manifest.json; files an earlier report wrote there and "
+                                   "this one does not are removed.")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders searched recursively for results.json")
     p.add_argument("--out", metavar="DIR", help="report folder (default: <first RUN_DIR>/report)")
     p.add_argument("--title", default="clproto report", help="title of report.html (default: %(default)s)")
     p.add_argument("--baseline", metavar="NAME",
                    help="mark † the table cells that differ from this strategy's (paired t-test over seeds, p < 0.05; "
                         "details: clproto compare)")
+    p.add_argument("--format", dest="fmt", choices=("png", "pdf"), default="png",
+                   help="figure files: png, or pdf for vector figures (report.html embeds PNG either way; "
+                        "default: %(default)s)")
     p.add_argument("--split-configs", action="store_true",
                    help="results of one (scenario, strategy) name with different configurations become separate rows "
                         "labelled by the fields that differ, e.g. teen@alpha=0.25 (default: an error naming them)")
@@ -242,7 +248,7 @@ def cmd_run(args) -> int:
     results = _collect([out]) if summary.done or summary.skipped else []
     if results:  # the report covers every result under --out, not only this invocation's
         report_dir = out / "report"
-        write_report(results, report_dir)
+        write_report(results, report_dir, command=shlex.join(["clproto", "report", str(out), "--out", str(report_dir)]))
         print()
         print(markdown_table(summary_frame(results)))
     line = (f"{summary.total} runs: {len(summary.done)} done, {len(summary.skipped)} already finished (skipped), "
@@ -283,7 +289,11 @@ def cmd_report(args) -> int:
     _setup(args)
     results = _collect(args.runs, split_configs=args.split_configs)
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
-    paths = write_report(results, out, title=args.title, baseline=args.baseline)
+    command = ["clproto", "report", *args.runs, "--out", str(out)] + (["--title", args.title] if args.title != "clproto report" else [])
+    command += (["--format", args.fmt] if args.fmt != "png" else []) + (["--split-configs"] if args.split_configs else [])
+    command += ["--baseline", args.baseline] if args.baseline else []
+    paths = write_report(results, out, title=args.title, fmt=args.fmt, command=shlex.join(command),
+                         baseline=args.baseline)
     print(markdown_table(summary_frame(results)))
     print(f"{len(results)} runs; wrote {len(paths)} files to {out}/ (tables.md/.tex/.csv, figures, report.html)")
     return 0

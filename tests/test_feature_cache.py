@@ -292,3 +292,35 @@ def test_cli_run_reports_a_hit_on_the_second_run_and_cache_ls_clear(tiny_dataset
                  str(tmp_path), "--cache-dir", str(tmp_path / "cache"), "--backbone", "torchscript:absent.pt",
                  "--out", str(tmp_path / "r3")]) == 2
     assert "absent.pt" in capsys.readouterr().err and not (tmp_path / "r3").exists()
+
+
+def test_cache_ls_lists_base_trained_backbones_and_match_follows_what_ls_prints(tmp_path, capsys):
+    """`cache ls` shows every entry (base-trained ones included) with size and description; `--match` selects
+    on what it prints (e.g. the backbone in a description), and `clear --match` removes exactly those."""
+    cache = tmp_path / "cache"
+    features = cache / "features" / "digits.train-0123abcd"
+    features.mkdir(parents=True)
+    (features / "meta.json").write_text(json.dumps({"kind": "features", "dataset": "digits", "split": "train",
+                                                    "backbone": "base-trained:resnet20,epochs=3"}))
+    (features / "features.npy").write_bytes(b"\0" * 1000)
+    other = cache / "features" / "digits.test-4567ef01"
+    other.mkdir()
+    (other / "meta.json").write_text(json.dumps({"dataset": "digits", "split": "test", "backbone": "pixels"}))
+    trained = cache / "base-trained" / "resnet20-feedbeef.pt"
+    trained.parent.mkdir()
+    trained.write_bytes(b"\0" * 3000)
+    trained.with_suffix(".json").write_text(json.dumps({"config": {"architecture": "resnet20", "epochs": 3},
+                                                        "dataset": "digits", "base_classes": [0, 1, 2, 3],
+                                                        "best_val_accuracy": 0.875}))
+    assert main(["cache", "ls", "--cache-dir", str(cache)]) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("base-trained"))
+    assert "resnet20-feedbeef.pt" in line and "digits base session (4 classes) [base-trained:resnet20,epochs=3]" in line
+    assert "3 entries" in out
+    assert main(["cache", "ls", "--match", "resnet20", "--cache-dir", str(cache)]) == 0
+    listed = [l.split()[3] for l in capsys.readouterr().out.splitlines()[:-1]]
+    assert sorted(listed) == ["digits.train-0123abcd", "resnet20-feedbeef.pt"]  # by description and by name
+    assert main(["cache", "clear", "--match", "resnet20", "--cache-dir", str(cache)]) == 0
+    assert "removed 2 entries" in capsys.readouterr().out
+    assert [e.path.name for e in list_entries(cache)] == ["digits.test-4567ef01"]
+    assert not trained.with_suffix(".json").exists()  # the training log goes with its checkpoint

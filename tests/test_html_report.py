@@ -33,7 +33,7 @@ def report(tmp_path_factory):
 def test_page_is_self_contained(report):
     text = report["html"].read_text(encoding="utf-8")
     assert text.startswith("<!DOCTYPE html>") and "<script" not in text
-    assert not re.search(r"(src|href)=\"(?!data:)", text)  # nothing fetched: no file, no URL
+    assert not re.search(r"(src|href)=\"(?!data:|#)", text)  # nothing fetched: no file, no URL (only in-page links)
     images = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
     assert len(images) == len([k for k in report if k.startswith("figure")])
     assert all(base64.b64decode(b)[:8] == PNG_MAGIC for b in images)
@@ -65,8 +65,8 @@ def test_page_renders_in_headless_chromium(report, tmp_path):
     assert _saturated_fraction(shot) > 0.01
     # ... and the same page without its images has (almost) none: the colour comes from the figures
     bare = tmp_path / "bare.html"
-    bare.write_text(re.sub(r'src="data:image/png;base64,[^"]+"', 'src=""', report["html"].read_text(encoding="utf-8")),
-                    encoding="utf-8")
+    bare.write_text(re.sub(r'alt="[^"]*" src="data:image/png;base64,[^"]+"', 'alt="" src=""',
+                           report["html"].read_text(encoding="utf-8")), encoding="utf-8")  # no image, no alt text
     bare_shot = tmp_path / "bare.png"
     subprocess.run([*cmd[:-2], f"--screenshot={bare_shot}", bare.as_uri()], capture_output=True, timeout=90)
     assert _saturated_fraction(bare_shot) < 0.001

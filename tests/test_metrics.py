@@ -151,3 +151,19 @@ def test_compute_metrics_top5_and_forward_transfer():
     assert m.final_top5_accuracy == 0.9 and m.forward_transfer == pytest.approx(0.25)
     m = compute_metrics(A, A, SEEN, few_shot=False)  # nothing measured: both undefined
     assert m.final_top5_accuracy is None and m.forward_transfer is None
+
+
+def test_old_new_accuracy_by_hand():
+    # three experiences with 10, 30 and 20 test samples
+    A = [[0.9, None, None],
+         [0.5, 0.8, None],
+         [0.2, 0.6, 0.7]]
+    old, new = M.old_new_accuracy(A, [10, 30, 20])
+    assert old[0] is None  # nothing is old after the first experience
+    assert old[1] == pytest.approx(0.5)  # only experience 0
+    assert old[2] == pytest.approx((10 * 0.2 + 30 * 0.6) / 40)  # = 0.5, weighted by test size (unweighted: 0.4)
+    assert new == pytest.approx([0.9, 0.8, 0.7])  # the diagonal
+    assert A[2] == [0.2, 0.6, 0.7]  # input untouched
+    with pytest.raises(ValueError, match="test sizes"):
+        M.old_new_accuracy(A, [10, 30])
+    assert M.old_new_accuracy(A, [0, 30, 20])[0][1] is None  # an empty earlier test set: undefined, not 0/0

@@ -145,8 +145,10 @@ def test_write_report_writes_every_format_and_reloads(tmp_path):
     for key in ("markdown", "csv", "tables_md", "tables_tex", "tables_csv", "html"):
         assert paths[key].exists() and paths[key].stat().st_size > 0
     names = {p.name for p in (tmp_path / "report").glob("*.png")}
-    assert {"ci__seen_accuracy.png", "fs__base_novel.png", "fs__p__accuracy_matrix.png", "forgetting.png"} <= names
+    assert {"ci__accuracy_vs_classes.png", "fs__base_novel.png", "fs__p__accuracy_matrix.png", "forgetting.png",
+            "ci__old_new.png"} <= names
     assert "fs__base_novel.png" in names and "ci__base_novel.png" not in names  # base/novel only for few-shot
+    assert "fs__old_new.png" not in names  # old/new only for class-incremental (few-shot: base/novel)
     tables_md = paths["tables_md"].read_text()
     assert "fs: accuracy on all seen classes per session" in tables_md and "| PD ↓ |" in tables_md
     assert "ci: accuracy on all seen classes per session" not in tables_md

@@ -170,3 +170,26 @@ def top5_accuracy(scores: Sequence[Sequence[float]], labels: Sequence[int]) -> O
     if np.asarray(scores).shape[-1] < TOP5_MIN_CLASSES:
         return None
     return top_k_accuracy(scores, labels, 5)
+
+
+def old_new_accuracy(accuracy_matrix: Matrix, test_sizes: Sequence[int]) -> tuple[list[Optional[float]], list[float]]:
+    """Accuracy on the old and on the new classes after each step of a class-incremental stream.
+
+    ``old[t] = Σ_{j<t} n_j A[t][j] / Σ_{j<t} n_j`` (test-size-weighted, i.e. the accuracy on the union of
+    the earlier experiences' test sets; ``None`` at ``t = 0`` and when those sets are empty) and
+    ``new[t] = A[t][t]``, the accuracy on the experience just learned — the "old" / "new" top-1 split
+    that PyCIL (Zhou et al., "PyCIL: a Python toolbox for class-incremental learning", 2023) logs per step.
+    ``n_j`` = ``test_sizes[j]``, the test samples of experience ``j``.
+    """
+    T = _check_square(accuracy_matrix)
+    if len(test_sizes) != T:
+        raise ValueError(f"{len(test_sizes)} test sizes for an accuracy matrix of {T} experiences")
+    if any(n < 0 for n in test_sizes):
+        raise ValueError(f"test sizes must be non-negative, got {list(test_sizes)}")
+    old: list[Optional[float]] = []
+    new: list[float] = []
+    for t in range(T):
+        weight = sum(test_sizes[j] for j in range(t))
+        old.append(float(sum(test_sizes[j] * accuracy_matrix[t][j] for j in range(t)) / weight) if weight > 0 else None)
+        new.append(float(accuracy_matrix[t][t]))
+    return old, new

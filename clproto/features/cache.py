@@ -4,6 +4,7 @@ Layout under the cache root (``--cache-dir``, ``$CLPROTO_CACHE`` or ``~/.cache/c
 
     decoded/<dataset>-<key>/      meta.json + train_x.npy, train_y.npy, test_x.npy, test_y.npy
     features/<dataset>.<split>-<key>/   meta.json + features.npy    (N, D) float32
+    base-trained/<arch>-<key>.pt  (+ .json training log)   written by clproto.features.base_trained
 
 An entry is a folder of ``.npy`` arrays plus ``meta.json`` holding what the key was made of
 (human-readable), each array's shape, dtype and blake2b checksum. Keys are content hashes:
@@ -329,24 +330,58 @@ def cached_features(backbone, dataset: Dataset, *, progress: bool = True,
 
 
 # --------------------------------------------------------------------------- listing / clearing
+BASE_TRAINED = "base-trained"  # <cache>/base-trained/<arch>-<key>.pt (+ .json training log): clproto.features.base_trained
+LISTED_KINDS = KINDS + (BASE_TRAINED,)  # what `clproto cache ls` lists
+
+
 @dataclass(frozen=True)
 class EntryInfo:
-    kind: str  # "decoded" or "features"
-    path: Path
+    kind: str  # "decoded", "features" or "base-trained"
+    path: Path  # the entry's folder (a base-trained entry: its .pt file)
     nbytes: int  # bytes on disk
-    meta: dict  # meta.json (empty if unreadable)
+    meta: dict  # meta.json, or a base-trained entry's training log (empty if unreadable)
 
     @property
     def description(self) -> str:
         m = self.meta
+        if self.kind == BASE_TRAINED:
+            if ".corrupt-" in self.path.name:
+                return "unreadable checkpoint moved aside (retrained since)"
+            config = m.get("config") or {}
+            options = ",".join(f"{k}={v}" for k, v in sorted(config.items()) if k in ("epochs", "image_size", "seed"))
+            best = m.get("best_val_accuracy")
+            return (f"{m.get('dataset', '?')} base session ({len(m.get('base_classes') or [])} classes) "
+                    f"[base-trained:{config.get('architecture', '?')}{',' + options if options else ''}]"
+                    + (f" best val acc {best:.3f}" if isinstance(best, (int, float)) else ""))
         shapes = ", ".join(f"{k} {'x'.join(map(str, v['shape']))}" for k, v in m.get("arrays", {}).items()
                            if k in ("features", "train_x", "test_x"))
         if self.kind == "features":
             return f"{m.get('dataset', '?')} {m.get('split', '?')} [{m.get('backbone', '?')}] {shapes}"
         return f"{m.get('dataset', '?')} {shapes}"
 
+    def matches(self, text: str) -> bool:
+        """``--match``: TEXT in the entry's name or in its description (what ``clproto cache ls`` prints)."""
+        return text in self.path.name or text in self.description
+
+
+def _base_trained_entries(cache: Path) -> list[EntryInfo]:
+    folder = cache / BASE_TRAINED
+    out = []
+    for p in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if p.name.startswith(".") or not p.is_file() or not (p.suffix == ".pt" or ".pt.corrupt-" in p.name):
+            continue
+        log = p.with_suffix(".json")
+        try:
+            meta = json.loads(log.read_text(encoding="utf-8")) if p.suffix == ".pt" else {}
+        except (OSError, ValueError):
+            meta = {}
+        size = p.stat().st_size + (log.stat().st_size if p.suffix == ".pt" and log.is_file() else 0)
+        out.append(EntryInfo(BASE_TRAINED, p, size, meta if isinstance(meta, dict) else {}))
+    return out
+
 
 def list_entries(cache_dir: str | os.PathLike | None = None) -> list[EntryInfo]:
+    """Every entry of the cache: decoded datasets, features, base-trained backbones (in that order)."""
     cache = default_cache_root(cache_dir)
     out = []
     for kind in KINDS:
@@ -362,19 +397,25 @@ def list_entries(cache_dir: str | os.PathLike | None = None) -> list[EntryInfo]:
                 meta = {}
             size = sum(f.stat().st_size for f in p.iterdir() if f.is_file())
             out.append(EntryInfo(kind, p, size, meta))
-    return out
+    return out + _base_trained_entries(cache)
+
+
+def select_entries(entries: list[EntryInfo], *, kind: str | None = None, match: str | None = None) -> list[EntryInfo]:
+    """The entries of ``kind`` whose name or description contains ``match`` (both optional)."""
+    return [e for e in entries if (kind is None or e.kind == kind) and (match is None or e.matches(match))]
 
 
 def clear_entries(cache_dir: str | os.PathLike | None = None, *, kind: str | None = None,
                   match: str | None = None) -> list[EntryInfo]:
-    """Remove entries (of ``kind``, whose folder name contains ``match``); also stale temp folders."""
-    removed = [e for e in list_entries(cache_dir)
-               if (kind is None or e.kind == kind) and (match is None or match in e.path.name)]
+    """Remove entries (of ``kind``, whose name or description contains ``match``); also stale temp folders."""
+    removed = select_entries(list_entries(cache_dir), kind=kind, match=match)
     for e in removed:
         discard_entry(e.path)
+        if e.kind == BASE_TRAINED and e.path.suffix == ".pt":
+            e.path.with_suffix(".json").unlink(missing_ok=True)  # its training log
     if match is None:
         cache = default_cache_root(cache_dir)
-        for k in KINDS if kind is None else (kind,):
+        for k in KINDS if kind is None else [k for k in (kind,) if k in KINDS]:
             folder = cache / k
             for p in folder.glob(".t*-*") if folder.is_dir() else ():
                 if time.time() - p.stat().st_mtime > 3600:  # an abandoned write (crashed run), not a live one

@@ -1,4 +1,4 @@
-"""Writing a report folder: tables (Markdown, CSV, LaTeX), figures (PNG) and one HTML page.
+"""Writing a report folder: tables (Markdown, CSV, LaTeX), figures (PNG or PDF), one HTML page and a manifest.
 
 Tables show mean ± std over seeds (sample standard deviation, ddof=1; "±0.00" for one seed
 is printed as just the mean), accuracies in percent, the best value per column in bold. The
@@ -9,14 +9,17 @@ per row, each seed once).
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 
 from clproto.errors import ConfigError
-from clproto.evaluation.results import RunResult, write_text_atomic
+from clproto.evaluation.results import RunResult, write_json_atomic, write_text_atomic
 from clproto.reports.collect import SUMMARY_METRICS, summary_frame
 from clproto.reports.pooling import pool
 
@@ -68,27 +71,65 @@ def markdown_table(df: pd.DataFrame, *, bold_best: bool = True) -> str:
     return "\n".join(lines)
 
 
+MANIFEST = "manifest.json"  # what the last report wrote into its folder (files, figure styles, command)
+# figure files clproto writes or wrote (earlier versions included): stale ones are removed even without a manifest
+OWN_FIGURE = re.compile(r"^(forgetting|.+__(seen_accuracy|accuracy_matrix|base_novel|accuracy_vs_classes|old_new))"
+                        r"\.(png|pdf)$")
+
+
+def _previous_files(out: Path) -> set[str]:
+    """File names the previous report listed in its manifest (nothing if there is none or it is unreadable)."""
+    try:
+        files = json.loads((out / MANIFEST).read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {f for f in files if isinstance(f, str)}
+
+
+def _remove_stale(out: Path, keep: set[str], previous: set[str]) -> list[str]:
+    """Delete the files an earlier report wrote into ``out`` that this one did not (its manifest's files and
+    clproto's own figure names only: a file clproto did not write is never touched)."""
+    own = {p.name for p in out.iterdir() if p.is_file() and OWN_FIGURE.match(p.name)}
+    removed = []
+    for name in sorted((previous | own) - keep):
+        if Path(name).name != name or name.startswith(".") or name in ("", ".."):
+            continue  # a manifest entry that is not a plain file name of this folder
+        path = out / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(name)
+    return removed
+
+
 def write_report(results: list[RunResult], out: str | os.PathLike, *, title: str = "clproto report",
-                 baseline: str | None = None) -> dict[str, Path]:
+                 fmt: str = "png", command: Optional[str] = None, baseline: Optional[str] = None) -> dict[str, Path]:
     """Write the report folder ``out``; return the written paths by role.
 
-    ``summary.md`` / ``summary.csv`` (one table per scenario; one CSV line per run),
-    ``tables.md`` / ``tables.tex`` / ``tables.csv`` (every table of :mod:`clproto.reports.tables`),
-    the PNG figures of :mod:`clproto.reports.figures`, and ``report.html`` (self-contained). With ``baseline``,
-    table cells that differ significantly from that strategy's are marked † (:func:`~clproto.reports.tables.mark_differences`).
+    ``summary.md`` / ``summary.csv`` (one table per scenario with one line per strategy; one CSV line per
+    run), ``tables.md`` / ``tables.tex`` / ``tables.csv`` (every table of :mod:`clproto.reports.tables`),
+    the figures of :mod:`clproto.reports.figures` as ``fmt`` files (``png``, or ``pdf`` for vector
+    figures; report.html embeds PNG either way), ``report.html`` (self-contained) and ``manifest.json``
+    (the files written, each figure's strategy -> colour / marker / line style as drawn, ``command``).
+    Files an earlier report wrote here and this one did not are removed (those its manifest lists, and
+    clproto's figure names); other files are left alone. ``command``: the command line that regenerates
+    the report, shown in report.html. With ``baseline``, table cells that differ significantly from that
+    strategy's are marked † (:func:`~clproto.reports.tables.mark_differences`).
     """
-    from clproto.reports.figures import write_figures
+    from clproto.reports.figures import FORMATS, write_figures
     from clproto.reports.html import write_html
     from clproto.reports.tables import all_tables, to_csv, to_latex, to_markdown
 
     if not results:
         raise ConfigError("no results to report")
+    if fmt not in FORMATS:
+        raise ConfigError("unknown figure format", field="--format", value=fmt, expected=" or ".join(FORMATS))
     pooled = pool(results)  # raises on one name with two configurations
     if pooled.notes:
         raise ConfigError(f"results must be pooled before writing a report: {pooled.notes[0]}",
                           expected="results from clproto.reports.collect.collect (or pooling.pool)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    previous = _previous_files(out)
     df = summary_frame(results)
     paths = {"markdown": out / "summary.md", "csv": out / "summary.csv", "tables_md": out / "tables.md",
              "tables_tex": out / "tables.tex", "tables_csv": out / "tables.csv", "html": out / "report.html"}
@@ -99,10 +140,15 @@ def write_report(results: list[RunResult], out: str | os.PathLike, *, title: str
     write_text_atomic(paths["tables_tex"], "% generated by `clproto report`; needs \\usepackage{booktabs}\n\n"
                  + "\n".join(to_latex(t) for t in tables))
     write_text_atomic(paths["tables_csv"], to_csv(tables))
-    figures = write_figures(results, out)
+    figures = write_figures(results, out, fmt=fmt)
     for i, f in enumerate(figures):
         paths[f"figure{i}"] = f.path
-    write_html(paths["html"], results, tables, figures, title=title)
+    paths["manifest"] = out / MANIFEST
+    files = sorted(p.name for p in paths.values())
+    write_html(paths["html"], results, tables, figures, title=title, command=command, files=files)
+    manifest = {"command": command, "files": files,
+                "figures": {f.path.name: {"kind": f.kind, "scenario": f.scenario, "caption": f.title,
+                                          "strategies": f.styles} for f in figures}}
+    write_json_atomic(paths["manifest"], manifest)
+    _remove_stale(out, set(files), previous)
     return paths
-
-

@@ -1,134 +1,366 @@
-"""Seaborn figures of a set of runs, written as PNG files.
+"""The figures of a report (matplotlib with seaborn's theme), as PNG or PDF files.
 
-* ``<scenario>__seen_accuracy.png`` — accuracy on all seen classes after each experience, one
-  line per strategy, band = 95 % bootstrap confidence interval of the mean over seeds;
-* ``<scenario>__<strategy>__accuracy_matrix.png`` — the accuracy matrix ``A[t][j]``, mean over seeds;
-* ``forgetting.png`` — final average forgetting (Chaudhry et al.) per scenario and strategy,
-  error bars = 95 % interval over seeds;
-* ``<scenario>__base_novel.png`` (few-shot scenarios) — base- and novel-class accuracy per session.
+Per scenario, in report order:
 
-The bootstrap uses a fixed seed, so the same results give the same images.
+* ``<scenario>__accuracy_vs_classes`` — accuracy on all seen classes against the number of classes
+  seen after each experience (the curve of PyCIL / PILOT; for a few-shot scenario, the session
+  accuracy: point t is session t);
+* ``<scenario>__old_new`` (class-incremental) — accuracy on the old classes (every earlier
+  experience, test-size weighted) and on the new ones (the experience just learned) after each step,
+  :func:`clproto.evaluation.metrics.old_new_accuracy`;
+* ``<scenario>__base_novel`` (few-shot) — base-class, novel-class accuracy and their harmonic mean
+  per session;
+* ``<scenario>__<strategy>__accuracy_matrix`` — the accuracy matrix ``A[t][j]``, mean over seeds;
+
+and across scenarios ``forgetting`` — final average forgetting (Chaudhry et al. 2018), one panel per
+scenario with its own axis and only the strategies run on it.
+
+Conventions, the same in every figure (and stated in every caption): a point or bar is the mean
+over seeds, the shaded band or error bar is ± the sample standard deviation over seeds (ddof=1, as
+in the tables; none for one seed). A strategy has one colour, marker and line style in every figure
+of a report (:func:`strategy_styles`: derived from its name, so stable across reports unless two
+names of one report want the same colour); markers are hollow and the points of a line figure are
+dodged horizontally by a fraction of the step width, so identical curves stay visible. Figures carry
+no version stamp or date: the same results give the same bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import math
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
-import pandas as pd
 
-from clproto.evaluation.results import RunResult
-from clproto.reports.collect import steps_frame, summary_frame
+from clproto.evaluation.metrics import old_new_accuracy
+from clproto.evaluation.results import RunResult, write_atomic
 
-DPI = 130  # resolution of every PNG
-CI = ("ci", 95)  # seaborn errorbar: 95 % bootstrap confidence interval over seeds
-BOOT_SEED = 0  # seed of seaborn's bootstrap, for reproducible bands
+DPI = 150  # resolution of every PNG (shown at its natural size in report.html)
+FORMATS = ("png", "pdf")  # figure file formats; report.html always embeds PNG
+# colour-blind-safe colours: Okabe & Ito (2008) without yellow (too pale on white), then three of
+# Paul Tol's "muted" scheme (wine, olive, indigo) for reports with more than seven strategies
+PALETTE = ("#0072b2", "#e69f00", "#009e73", "#d55e00", "#cc79a7", "#56b4e9", "#000000",
+           "#882255", "#999933", "#332288")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")  # drawn hollow: overlapping markers stay visible
+LINESTYLES = ("-", "--", "-.", ":")
+DODGE = 0.24  # total horizontal spread of a line figure's points, as a fraction of the smallest step on x
+UNCERTAINTY = "mean ± std over seeds (band / error bar: ± sample std, ddof=1)"  # in every caption
+
+
+@dataclass(frozen=True)
+class Style:
+    colour: str  # "#rrggbb"
+    marker: str  # matplotlib marker
+    linestyle: str  # matplotlib line style
 
 
 @dataclass(frozen=True)
 class Figure:
-    path: Path  # the PNG file
+    path: Path  # the figure file (PNG or PDF)
+    png: bytes  # the PNG image embedded in report.html
     title: str  # caption in the HTML report
     scenario: Optional[str]  # section of the HTML report (None: across scenarios)
-    kind: str  # "seen_accuracy", "accuracy_matrix", "forgetting", "base_novel"
+    kind: str  # "accuracy_vs_classes", "old_new", "base_novel", "accuracy_matrix", "forgetting"
+    styles: dict = field(default_factory=dict)  # strategy -> {"colour", "marker", "linestyle"} as drawn
 
 
+# --------------------------------------------------------------------------- styles
+def _hash(name: str) -> int:
+    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big")
+
+
+def strategy_styles(names) -> dict[str, Style]:
+    """One style per strategy name: colour, marker and line style from a hash of the name.
+
+    Names are assigned in sorted order; a name whose colour (marker, line style) is already taken in
+    this report takes the next free one, so no two strategies of a report share a colour while the
+    palette lasts (then no two share colour and marker). Same names, same styles.
+    """
+    taken_colours: set[int] = set()
+    taken_pairs: set[tuple[int, int]] = set()
+    taken_markers: set[int] = set()
+    taken_lines: set[int] = set()
+    out: dict[str, Style] = {}
+    C, M, L = len(PALETTE), len(MARKERS), len(LINESTYLES)
+    for name in sorted(set(names)):
+        h = _hash(name)
+        c0, m0, l0 = h % C, (h // C) % M, (h // (C * M)) % L
+        free = [c for c in ((c0 + k) % C for k in range(C)) if c not in taken_colours]
+        c = free[0] if free else c0
+        markers = [m for m in ((m0 + k) % M for k in range(M)) if (c, m) not in taken_pairs]
+        m = next((m for m in markers if m not in taken_markers), markers[0] if markers else m0)
+        l = next((l for l in ((l0 + k) % L for k in range(L)) if l not in taken_lines), l0)
+        taken_colours.add(c)
+        taken_markers.add(m)
+        taken_pairs.add((c, m))
+        taken_lines.add(l)
+        out[name] = Style(PALETTE[c], MARKERS[m], LINESTYLES[l])
+    return out
+
+
+def _drawn(ax_list) -> dict:
+    """strategy -> style as actually drawn (read back from the artists tagged with the strategy's gid)."""
+    from matplotlib.colors import to_hex
+
+    out: dict = {}
+    for ax in ax_list:
+        for line in ax.get_lines():
+            gid = line.get_gid()
+            if gid:
+                out[gid] = {"colour": to_hex(line.get_color()), "marker": line.get_marker(),
+                            "linestyle": line.get_linestyle()}
+        for patch in ax.patches:
+            gid = patch.get_gid()
+            if gid and gid not in out:
+                out[gid] = {"colour": to_hex(patch.get_facecolor()), "marker": None, "linestyle": None}
+    return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------- helpers
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_.@=," else "_" for ch in name)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, out: Path, stem: str, fmt: str) -> tuple[Path, bytes]:
+    """Write ``<stem>.<fmt>`` atomically; return its path and the PNG bytes for report.html."""
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI, metadata={"Software": None})  # no version stamp: identical bytes on re-runs
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})  # no version stamp: same bytes on re-runs
+    png = buf.getvalue()
+    if fmt == "png":
+        data = png
+    else:  # vector: no creation date or producer, so the bytes are reproducible too
+        buf = io.BytesIO()
+        fig.savefig(buf, format="pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None})
+        data = buf.getvalue()
     plt.close(fig)
-    return path
+    path = out / f"{stem}.{fmt}"
+    write_atomic(path, lambda fh: fh.write(data), nbytes=len(data))
+    return path, png
 
 
-def _seen_accuracy(steps: pd.DataFrame, scenario: str, out: Path) -> Figure:
+def _by_strategy(results: list[RunResult], scenario: str) -> dict[str, list[RunResult]]:
+    out: dict[str, list[RunResult]] = {}
+    for r in sorted(results, key=lambda r: (r.strategy, r.seed)):
+        if r.scenario == scenario:
+            out.setdefault(r.strategy, []).append(r)
+    return out
+
+
+def _mean_std(values: list) -> tuple[float, float, int]:
+    """Mean, sample std (ddof=1; NaN for one value) and count of the non-missing values."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return math.nan, math.nan, 0
+    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan
+    return float(np.mean(vals)), std, len(vals)
+
+
+def _classes_seen(run: RunResult) -> list[int]:
+    """Number of classes seen after each experience."""
+    counts = np.cumsum([len(c) for c in run.experience_classes])
+    return [int(c) for c in counts][: len(run.seen_accuracy)]
+
+
+def _seeds_text(groups: dict[str, list[RunResult]]) -> str:
+    counts = sorted({len(runs) for runs in groups.values()})
+    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{n} seed{'s' if counts[-1] > 1 else ''}"
+
+
+def _caption(text: str, groups: dict[str, list[RunResult]]) -> str:
+    return f"{text}; {UNCERTAINTY}, {_seeds_text(groups)}"
+
+
+def _lines(ax, groups: dict[str, list[RunResult]], styles: dict[str, Style],
+           series: Callable[[RunResult], list], xs: Callable[[RunResult], list]) -> None:
+    """One line per strategy: mean over seeds of ``series(run)[t]`` at ``xs(run)[t]``, band ± std, dodged."""
+    xs_all = sorted({x for runs in groups.values() for r in runs for x in xs(r)})
+    step = min((b - a for a, b in zip(xs_all, xs_all[1:])), default=1.0) or 1.0
+    names = list(groups)
+    for rank, name in enumerate(names):
+        runs = groups[name]
+        T = max(len(series(r)) for r in runs)
+        x, mean, std = [], [], []
+        for t in range(T):
+            m, s, n = _mean_std([series(r)[t] if t < len(series(r)) else None for r in runs])
+            if n == 0:
+                continue
+            x.append(float(np.mean([xs(r)[t] for r in runs if t < len(xs(r))])))
+            mean.append(100 * m)
+            std.append(100 * s)
+        if not x:
+            continue
+        offset = DODGE * step * (rank / (len(names) - 1) - 0.5) if len(names) > 1 else 0.0
+        x = np.asarray(x) + offset
+        mean, std = np.asarray(mean), np.asarray(std)
+        st = styles[name]
+        ax.plot(x, mean, color=st.colour, marker=st.marker, linestyle=st.linestyle, markerfacecolor="white",
+                markeredgewidth=1.4, markersize=6, linewidth=1.6, label=name, gid=name)
+        if np.isfinite(std).any():
+            band = np.nan_to_num(std)
+            ax.fill_between(x, np.clip(mean - band, 0, 100), np.clip(mean + band, 0, 100), color=st.colour, alpha=0.15, linewidth=0)
+
+
+def _legend(ax) -> None:
+    ax.legend(fontsize="small", title=None, frameon=True)
+
+
+# --------------------------------------------------------------------------- figures
+def _accuracy_vs_classes(results: list[RunResult], scenario: str, styles, out: Path, fmt: str) -> Figure:
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    block = steps[steps.scenario == scenario]
-    fig, ax = plt.subplots(figsize=(6.0, 3.8))
-    sns.lineplot(data=block.assign(acc=100 * block.seen_accuracy), x="step", y="acc", hue="strategy", marker="o",
-                 errorbar=CI, seed=BOOT_SEED, ax=ax)
-    ax.set(xlabel="experience (session)", ylabel="accuracy on seen classes (%)", title=scenario)
-    ax.set_xticks(sorted(block.step.unique()))
-    ax.legend(fontsize="small", title=None)
-    path = _save(fig, out / f"{_safe(scenario)}__seen_accuracy.png")
-    return Figure(path, f"{scenario}: accuracy on all seen classes after each experience (band: 95 % CI over seeds)",
-                  scenario, "seen_accuracy")
+    groups = _by_strategy(results, scenario)
+    few_shot = all(r.kind == "few-shot" for runs in groups.values() for r in runs)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    _lines(ax, groups, styles, lambda r: r.seen_accuracy, _classes_seen)
+    ticks = sorted({x for runs in groups.values() for r in runs for x in _classes_seen(r)})
+    ax.set_xticks(ticks if len(ticks) <= 20 else ticks[:: math.ceil(len(ticks) / 20)])
+    ax.set(xlabel="number of classes seen", ylabel="accuracy on seen classes (%)",
+           title=f"{scenario}: {'session accuracy' if few_shot else 'accuracy vs classes seen'}")
+    _legend(ax)
+    path, png = _save(fig, out, f"{_safe(scenario)}__accuracy_vs_classes", fmt)
+    what = ("accuracy on all seen classes after each session (point t = session t, session 1 = base)" if few_shot
+            else "accuracy on all seen classes against the number of classes seen after each experience")
+    return Figure(path, png, _caption(f"{scenario}: {what}", groups), scenario, "accuracy_vs_classes",
+                  _drawn([ax]))
 
 
-def _accuracy_matrix(runs: list[RunResult], out: Path) -> Figure:
+def _old_new(results: list[RunResult], scenario: str, styles, out: Path, fmt: str) -> Optional[Figure]:
     import matplotlib.pyplot as plt
-    import seaborn as sns
+
+    groups = _by_strategy(results, scenario)
+    if any(r.kind != "class-incremental" for runs in groups.values() for r in runs):
+        return None
+    if max(len(r.seen_accuracy) for runs in groups.values() for r in runs) < 2:
+        return None
+    split = {(r.strategy, r.seed): old_new_accuracy(r.accuracy_matrix, r.test_sizes)
+             for runs in groups.values() for r in runs}
+    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8), sharey=True)
+    for ax, k, name in ((axes[0], 0, "old classes (earlier experiences)"), (axes[1], 1, "new classes (this experience)")):
+        _lines(ax, groups, styles, lambda r, k=k: split[(r.strategy, r.seed)][k],
+               lambda r: list(range(1, len(r.seen_accuracy) + 1)))
+        ax.set(xlabel="experience", ylabel="accuracy (%)", title=name)
+        ax.set_xticks(sorted({t for runs in groups.values() for r in runs for t in range(1, len(r.seen_accuracy) + 1)}))
+    _legend(axes[1])
+    fig.suptitle(scenario)
+    path, png = _save(fig, out, f"{_safe(scenario)}__old_new", fmt)
+    return Figure(path, png, _caption(f"{scenario}: accuracy on the old classes (test-size-weighted over earlier "
+                                      "experiences) and on the new classes after each experience", groups),
+                  scenario, "old_new", _drawn(axes))
+
+
+def _base_novel(results: list[RunResult], scenario: str, styles, out: Path, fmt: str) -> Optional[Figure]:
+    import matplotlib.pyplot as plt
+
+    groups = _by_strategy(results, scenario)
+    if any(r.metrics.base_accuracy is None for runs in groups.values() for r in runs):
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.8), sharey=True)
+    sessions = lambda r: list(range(1, len(r.seen_accuracy) + 1))  # noqa: E731
+    for ax, key, name in ((axes[0], "base_accuracy", "base classes"), (axes[1], "novel_accuracy", "novel classes"),
+                          (axes[2], "harmonic_mean", "harmonic mean of base and novel")):
+        _lines(ax, groups, styles, lambda r, key=key: getattr(r.metrics, key) or [], sessions)
+        ax.set(xlabel="session", ylabel="accuracy (%)", title=name)
+        ax.set_xticks(sorted({t for runs in groups.values() for r in runs for t in sessions(r)}))
+    _legend(axes[2])
+    fig.suptitle(scenario)
+    path, png = _save(fig, out, f"{_safe(scenario)}__base_novel", fmt)
+    return Figure(path, png, _caption(f"{scenario}: accuracy on base and on novel classes and their harmonic mean per "
+                                      "session (novel and HM from session 2)", groups),
+                  scenario, "base_novel", _drawn(axes))
+
+
+def _accuracy_matrix(runs: list[RunResult], out: Path, fmt: str) -> Figure:
+    """Heatmap of ``A[t][j]`` (mean over seeds): upper triangle blank, no grid, numbers sized to the cells."""
+    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     stacked = np.array([[[np.nan if v is None else v for v in row] for row in r.accuracy_matrix] for r in runs],
                        dtype=float)  # (seeds, T, T), NaN above the diagonal
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN entries above the diagonal stay NaN
-        A = np.nanmean(stacked, axis=0)  # (T, T)
+        A = 100 * np.nanmean(stacked, axis=0)  # (T, T)
     T = A.shape[0]
     scenario, strategy = runs[0].scenario, runs[0].strategy
-    fig, ax = plt.subplots(figsize=(1.6 + 0.42 * T, 1.1 + 0.36 * T))
-    sns.heatmap(100 * A, annot=T <= 12, fmt=".0f", vmin=0, vmax=100, cmap="viridis", square=True,
-                cbar_kws={"label": "accuracy (%)"}, annot_kws={"fontsize": 7}, ax=ax,
-                xticklabels=range(1, T + 1), yticklabels=range(1, T + 1))
-    ax.set(xlabel="tested on experience", ylabel="after training on", title=f"{strategy}")
-    path = _save(fig, out / f"{_safe(scenario)}__{_safe(strategy)}__accuracy_matrix.png")
-    return Figure(path, f"{scenario} / {strategy}: accuracy matrix, mean over {len(runs)} seed(s)", scenario,
-                  "accuracy_matrix")
+    cell = max(0.1, min(0.55, 9.0 / T))  # inches per cell: the whole matrix stays under ~10 inches
+    fig, ax = plt.subplots(figsize=(1.9 + cell * T, 1.3 + cell * T))
+    cmap = colormaps["viridis"].with_extremes(bad="white")  # white: the blank upper triangle
+    image = ax.imshow(np.ma.masked_invalid(A), cmap=cmap, vmin=0, vmax=100, interpolation="nearest")
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    size = min(11.0, cell * 72 * 0.36)  # points: three digits fit in a cell
+    if size >= 4.5:
+        for t in range(T):
+            for j in range(t + 1):
+                if np.isfinite(A[t, j]):
+                    r, g, b, _ = cmap(A[t, j] / 100)
+                    ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                    ax.text(j, t, f"{A[t, j]:.0f}", ha="center", va="center", fontsize=size, color=ink)
+    every = max(1, math.ceil(T / 20))
+    ticks = list(range(0, T, every))
+    ax.set_xticks(ticks, [str(t + 1) for t in ticks])
+    ax.set_yticks(ticks, [str(t + 1) for t in ticks])
+    ax.tick_params(length=0)
+    fig.colorbar(image, ax=ax, label="accuracy (%)", fraction=0.046, pad=0.04)
+    ax.set(xlabel="tested on experience", ylabel="after training on", title=f"{scenario} — {strategy}")
+    path, png = _save(fig, out, f"{_safe(scenario)}__{_safe(strategy)}__accuracy_matrix", fmt)
+    n = len(runs)
+    return Figure(path, png, f"{scenario} — {strategy}: accuracy matrix A[t][j] in %, mean over {n} seed{'s' if n > 1 else ''} "
+                             "(std over seeds in results.json / tables); blank above the diagonal (not yet learned)",
+                  scenario, "accuracy_matrix", {})
 
 
-def _forgetting(summary: pd.DataFrame, out: Path) -> Optional[Figure]:
+def _forgetting(results: list[RunResult], styles, out: Path, fmt: str) -> Optional[Figure]:
+    """One panel per scenario with forgetting defined, each with its own axis and only its strategies."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
-    data = summary[summary.forgetting.notna()]
-    if data.empty:
+    panels = []
+    for scenario in sorted({r.scenario for r in results}):
+        groups = {k: v for k, v in _by_strategy(results, scenario).items()
+                  if any(r.metrics.forgetting is not None for r in v)}
+        if groups:
+            panels.append((scenario, groups))
+    if not panels:
         return None
-    n_sc, n_st = data.scenario.nunique(), data.strategy.nunique()
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 + 0.35 * n_sc * n_st), 3.8))
-    sns.barplot(data=data.assign(f=100 * data.forgetting), x="scenario", y="f", hue="strategy", errorbar=CI,
-                seed=BOOT_SEED, capsize=0.1, ax=ax)
-    ax.set(xlabel="", ylabel="forgetting (%) ↓", title="Average forgetting after the last experience")
-    ax.legend(fontsize="small", title=None)
-    path = _save(fig, out / "forgetting.png")
-    return Figure(path, "Average forgetting after the last experience (Chaudhry et al. 2018; error bars: 95 % CI over seeds)",
-                  None, "forgetting")
+    widths = [1.4 + 0.55 * len(g) for _, g in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, sum(widths)), 4.2), squeeze=False,
+                             gridspec_kw={"width_ratios": widths})
+    all_groups: dict[str, list[RunResult]] = {}
+    for ax, (scenario, groups) in zip(axes[0], panels):
+        for i, (name, runs) in enumerate(groups.items()):
+            all_groups[f"{scenario}/{name}"] = runs
+            m, s, _ = _mean_std([r.metrics.forgetting for r in runs])
+            st = styles[name]
+            ax.bar(i, 100 * m, width=0.7, color=st.colour, edgecolor="black", linewidth=0.6, gid=name)
+            if math.isfinite(s):
+                ax.errorbar(i, 100 * m, yerr=100 * s, color="black", capsize=4, linewidth=1)
+            top = 100 * m + (100 * s if math.isfinite(s) else 0)
+            ax.annotate(f"{100 * m:.1f}", (i, max(top, 0)), xytext=(0, 2), textcoords="offset points",
+                        ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(groups)), list(groups), rotation=30, ha="right")
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set(title=scenario, xlabel="")
+        ax.margins(y=0.15)
+        ax.grid(axis="x", visible=False)
+    axes[0][0].set_ylabel("forgetting (%) ↓")
+    fig.suptitle("Average forgetting after the last experience")
+    path, png = _save(fig, out, "forgetting", fmt)
+    return Figure(path, png, _caption("Average forgetting after the last experience (Chaudhry et al. 2018), one "
+                                      "panel per scenario with its own axis", all_groups),
+                  None, "forgetting", _drawn(axes[0]))
 
 
-def _base_novel(steps: pd.DataFrame, scenario: str, out: Path) -> Optional[Figure]:
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
-    block = steps[(steps.scenario == scenario)]
-    if "base_accuracy" not in block or block.base_accuracy.isna().all():
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 3.6), sharey=True)
-    for ax, split, column in ((axes[0], "base", "base_accuracy"), (axes[1], "novel", "novel_accuracy")):
-        part = block.assign(acc=100 * block[column].astype(float))
-        part = part[part.acc.notna()]
-        sns.lineplot(data=part, x="step", y="acc", hue="strategy", marker="o", errorbar=CI, seed=BOOT_SEED,
-                     ax=ax, legend=split == "novel")
-        ax.set(xlabel="session", ylabel="accuracy (%)", title=f"{split} classes")
-        ax.set_xticks(sorted(block.step.unique()))
-    axes[1].legend(fontsize="small", title=None)
-    fig.suptitle(scenario)
-    path = _save(fig, out / f"{_safe(scenario)}__base_novel.png")
-    return Figure(path, f"{scenario}: accuracy on base and on novel classes per session (band: 95 % CI over seeds)",
-                  scenario, "base_novel")
-
-
-def write_figures(results: list[RunResult], out: Path) -> list[Figure]:
-    """Write every figure into ``out``; return them in report order."""
+def write_figures(results: list[RunResult], out: Path, *, fmt: str = "png") -> list[Figure]:
+    """Write every figure into ``out`` as ``fmt`` (png or pdf); return them in report order."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,16 +368,18 @@ def write_figures(results: list[RunResult], out: Path) -> list[Figure]:
 
     from clproto.progress import progress_bar
 
+    if fmt not in FORMATS:
+        raise ValueError(f"figure format {fmt!r}, expected one of {FORMATS}")
     sns.set_theme(style="whitegrid", context="paper")
     out.mkdir(parents=True, exist_ok=True)
-    steps = steps_frame(results)
+    styles = strategy_styles(r.strategy for r in results)
     jobs: list[Callable[[], Optional[Figure]]] = []  # in report order
     for scenario in sorted({r.scenario for r in results}):
-        jobs.append(partial(_seen_accuracy, steps, scenario, out))
-        jobs.append(partial(_base_novel, steps, scenario, out))
-        runs = sorted((r for r in results if r.scenario == scenario), key=lambda r: (r.strategy, r.seed))
-        for strategy in sorted({r.strategy for r in runs}):
-            jobs.append(partial(_accuracy_matrix, [r for r in runs if r.strategy == strategy], out))
-    jobs.append(partial(_forgetting, summary_frame(results), out))
+        jobs.append(partial(_accuracy_vs_classes, results, scenario, styles, out, fmt))
+        jobs.append(partial(_old_new, results, scenario, styles, out, fmt))
+        jobs.append(partial(_base_novel, results, scenario, styles, out, fmt))
+        for runs in _by_strategy(results, scenario).values():
+            jobs.append(partial(_accuracy_matrix, runs, out, fmt))
+    jobs.append(partial(_forgetting, results, styles, out, fmt))
     figures = [job() for job in progress_bar(jobs, desc="report figures", unit="figure")]
     return [f for f in figures if f is not None]
