@@ -129,7 +129,7 @@ class WandbSink:
         self.run = wandb.init(**kwargs)
 
     def write(self, rows: list[Row]) -> None:
-        event, exp, epoch = rows[0][0], rows[0][1], rows[0][2]
+        exp, epoch = rows[0][1], rows[0][2]
         data: dict[str, Any] = {f"{r[0]}/{r[3]}": r[4] for r in rows}
         if exp is not None:
             data["experience"] = exp

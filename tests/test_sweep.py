@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from clproto.cli import load_plugins
-from clproto.config import load_scenario, load_strategy, parse_override
+from clproto.config import load_strategy, parse_override
 from clproto.errors import ConfigError
 from clproto.evaluation.results import RunResult
 from clproto.runner import Runner
