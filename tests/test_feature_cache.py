@@ -324,3 +324,26 @@ def test_cache_ls_lists_base_trained_backbones_and_match_follows_what_ls_prints(
     assert "removed 2 entries" in capsys.readouterr().out
     assert [e.path.name for e in list_entries(cache)] == ["digits.test-4567ef01"]
     assert not trained.with_suffix(".json").exists()  # the training log goes with its checkpoint
+
+
+def test_a_killed_writers_temporary_folder_is_removed_by_the_next_writer(tmp_path):
+    """A cache entry being written by a process that died (kill -9) leaves .tmp-<entry>-<pid>-*: cleaned next time."""
+    import subprocess
+
+    from clproto.features.cache import write_entry
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # a pid whose process has exited
+    entry = tmp_path / "entry"
+    orphan = tmp_path / f".tmp-entry-{proc.pid}-deadbeef"
+    orphan.mkdir()
+    (orphan / "x.npy").write_bytes(b"partial")
+    live = tmp_path / ".tmp-entry-1-cafecafe"  # pid 1 is alive: its writer may still be at work
+    live.mkdir()
+
+    def fill(tmp):
+        np.save(tmp / "a.npy", np.arange(3))
+        return {"a": np.load(tmp / "a.npy")}
+
+    write_entry(entry, fill=fill, meta={"kind": "test"})
+    assert not orphan.exists() and live.exists() and (entry / "a.npy").exists()

@@ -114,6 +114,28 @@ def read_meta(path: Path) -> dict:
     return json.loads((path / META).read_text())
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_orphans(path: Path) -> list[Path]:
+    """Delete the temporary / set-aside folders of entry ``path`` whose writing process is gone (a killed run)."""
+    removed = []
+    for kind in (".tmp-", ".trash-"):
+        for folder in path.parent.glob(f"{kind}{path.name}-*"):
+            pid = folder.name[len(kind) + len(path.name) + 1:].split("-")[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+    return removed
+
+
 def write_entry(path: Path, *, fill: Callable[[Path], dict[str, np.ndarray]], meta: dict,
                 late_meta: dict | None = None) -> bool:
     """Create entry ``path`` atomically. ``fill(tmp)`` writes ``<name>.npy`` files into the private
@@ -125,6 +147,7 @@ def write_entry(path: Path, *, fill: Callable[[Path], dict[str, np.ndarray]], me
     raises a :class:`ConfigError` naming ``path``; the temporary folder is removed on any failure.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(path)
     tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
