@@ -29,7 +29,7 @@ def _run(tmp_path, shared, scenario: str, dataset: str, out: str, *extra: str) -
                  "--models-root", str(shared / "models"), "--cache-dir", str(tmp_path / "cache"),
                  "--no-progress", "--out", str(tmp_path / out)])
     assert code == 0
-    name = scenario.removesuffix(".toml")
+    name = scenario.removesuffix(".toml") + "@dataset=" + dataset.replace(":", "_")  # --set names the scenario
     return json.loads((tmp_path / out / name / "nmc" / "seed0" / "results.json").read_text())
 
 
