@@ -569,6 +569,25 @@ def check_out(out: Path) -> Path:
     return out
 
 
+def _check_not_locked(out: Path) -> None:
+    """Fail at once (before any preparation) when another sweep holds ``<out>/.sweep.lock``; creates nothing."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    if not (out / LOCK_FILE).exists():
+        return
+    fd = os.open(out / LOCK_FILE, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        raise ConfigError("another sweep is running on this output folder", where=str(out),
+                          expected="to wait for it to finish, or another --out") from None
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
     """Hold an advisory lock on ``<out>/.sweep.lock`` (released by the kernel even on kill -9)."""
@@ -620,6 +639,7 @@ def run_sweep(
     if not specs:
         raise ConfigError("the sweep has no runs", expected="at least one scenario, strategy and seed")
     backend.check()  # e.g. an unreachable Ray address: an error before anything is written
+    _check_not_locked(out)  # another sweep on `out`: refused before any preparation
     todo, finished = plan(specs, out, overwrite=overwrite, remove=False)  # conflicts: an error before any write
     if announce:
         log(f"{desc}: {len(specs)} runs, {len(todo)} to run, {len(finished)} already finished ({backend.describe()})")
