@@ -205,3 +205,22 @@ def test_a_strategy_refuses_a_scenario_kind_it_does_not_support(tiny_dataset):
             call()
         assert "supports few-shot scenarios only" in str(err.value) and "nmc" in (err.value.expected or "")
     runner.check(ScenarioConfig(name="t", dataset="tiny", kind="few-shot", base_classes=2, ways=2, shots=3), teen, 0)
+
+
+# --------------------------------------------------------------------------- item 4: the few-shot console table
+def test_few_shot_console_table_shows_sessions_base_novel_hm_and_pd():
+    from clproto.reports.build import markdown_table
+    from clproto.reports.collect import summary_frame
+    from test_reports import make_result
+
+    A = [[0.9, None, None], [0.8, 0.5, None], [0.7, 0.4, 0.3]]
+    # "keep" never learns a novel class (novel 0): class-IL forgetting would favour it; PD and HM do not
+    results = [make_result("fs", "learn", 0, A, seen=[0.9, 0.7, 0.6], base=[0.9, 0.8, 0.7], novel=[None, 0.5, 0.4]),
+               make_result("fs", "keep", 0, A, seen=[0.9, 0.8, 0.5], base=[0.9, 0.9, 0.9], novel=[None, 0.0, 0.0])]
+    text = markdown_table(summary_frame(results))
+    assert "| Strategy | Last session acc. ↑ | Avg. acc. ↑ | PD ↓ | Base ↑ | Novel ↑ | HM ↑ |" in text
+    assert "Forgetting" not in text
+    # learn: last 60, average (90+70+60)/3 = 73.33 (a tie with keep: both bold), PD 90-60 = 30, HM 2*.7*.4/1.1 = 50.91
+    assert "| learn | **60.00** | **73.33** | **30.00** | 70.00 | **40.00** | **50.91** |" in text
+    assert "| keep | 50.00 | **73.33** | 40.00 | **90.00** | 0.00 | 0.00 |" in text
+    assert "| learn | 90.00 | 70.00 | 60.00 |" in text and "| keep | 90.00 | 80.00 | 50.00 |" in text
