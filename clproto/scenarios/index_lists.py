@@ -134,8 +134,8 @@ def _path_lookup(dataset: Dataset, lists: SessionLists) -> dict[str, int]:
         raise ConfigError(
             f"the index lists of {lists.folder} name images by path, but dataset {dataset.name!r} keeps no image names",
             where=str(lists.files[0]), field="index_lists",
-            expected="an imagefolder: dataset (decoded by this clproto version: remove an older decoded cache entry "
-                     "with `clproto cache` to decode it again), or lists of integer indices")
+            expected="an imagefolder: dataset; one decoded by an older clproto keeps no names: "
+                     "`clproto cache clear --kind decoded` decodes it again on the next run")
     lookup: dict[str, int] = {}
     for i, name in enumerate(dataset.train_names):
         lookup.setdefault(_key(name), i)
