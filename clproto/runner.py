@@ -81,6 +81,19 @@ def build_model(entry, strategy: ResolvedStrategy, *, num_classes: int, seed: in
                           field="params") from None
 
 
+def check_kind(entry, strategy: ResolvedStrategy, kind: str, registry: Registry, *, where: str) -> None:
+    """A strategy class may declare ``scenario_kinds`` (default: every kind); another kind is a ConfigError."""
+    kinds = tuple(getattr(entry.cls, "scenario_kinds", (kind,)))
+    if kind in kinds:
+        return
+    fits = [n for n in registry.names() if kind in getattr(registry.get(n).cls, "scenario_kinds", (kind,))]
+    raise ConfigError(
+        f"strategy {strategy.name!r} ({entry.name}) supports {' and '.join(kinds)} scenarios only, not {kind}"
+        + (": it needs a base session (base_classes, ways, shots)" if kinds == ("few-shot",) else ""),
+        where=where, field="kind", value=kind,
+        expected=f"a {' or '.join(kinds)} scenario for {entry.name}, or for this scenario one of: {', '.join(fits)}")
+
+
 def resolved_config(scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: int) -> dict:
     """The identity of a run: everything that can change its numbers (not paths or thread counts)."""
     return {"scenario": to_plain(scenario), "strategy": strategy.to_dict(), "seed": seed}
@@ -140,8 +153,9 @@ class Runner:
         A strategy class may define ``check_scenario(scenario, params, where=...)`` to reject a
         scenario it cannot learn from (e.g. PRD on single-sample experiences) before any training.
         """
-        sc = self.scenario(scenario, seed=seed, where=where)
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
+        check_kind(entry, strategy, scenario.kind, self.registry, where=where)
+        sc = self.scenario(scenario, seed=seed, where=where)
         if hasattr(entry.cls, "check_scenario"):
             entry.cls.check_scenario(sc, strategy.params, where=where)
         model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed)  # its own parameter checks
@@ -164,6 +178,7 @@ class Runner:
         sc = self.scenario(scenario, seed=seed, where=where)
         timings.data_s = time.perf_counter() - t_start
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
+        check_kind(entry, strategy, sc.kind, self.registry, where=where)
         if entry.cls.input_kind == "features":
             feats, note, seconds = self.features(sc.dataset, strategy.config.backbone, where=strategy.where, scenario=sc)
             sc = sc.with_dataset(feats)

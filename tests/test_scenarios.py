@@ -97,7 +97,7 @@ def test_with_dataset_keeps_indices(tiny_dataset):
         (ci(increment=0), "increment"),
         (fs(shots=50), "shots"),  # more shots than images
         (fs(base_classes=0), "base_classes"),
-        (fs(sessions=1), "sessions"),  # 2 + 1*2 != 6
+        (fs(sessions=3), "sessions"),  # 2 + 3*2 > 6 (fewer is fine: a subset of the classes)
         (ci(kind="online"), "kind"),
     ],
 )

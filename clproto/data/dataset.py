@@ -24,6 +24,9 @@ class Dataset:
     test_y: np.ndarray  # (N_test,) int64
     class_names: tuple[str, ...]
     identity: str  # content hash of the source data (cache key)
+    # where each training sample came from, when known: image-folder member paths such as
+    # "train/n01532829/n0153282900000792.jpg" (matched by published index lists); None otherwise
+    train_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
@@ -33,6 +36,8 @@ class Dataset:
                 raise ValueError(
                     f"dataset {self.name!r}: {split} labels must lie in 0..{len(self.class_names) - 1}"
                 )
+        if self.train_names is not None and len(self.train_names) != len(self.train_y):
+            raise ValueError(f"dataset {self.name!r}: {len(self.train_names)} train names for {len(self.train_y)} samples")
 
     def __repr__(self) -> str:  # shapes only: the arrays may be gigabytes (or memory maps)
         def arr(a: np.ndarray) -> str:
@@ -59,6 +64,7 @@ class Dataset:
             test_y=self.test_y,
             class_names=self.class_names,
             identity=self.identity,
+            train_names=self.train_names,
         )
 
     def nbytes(self) -> int:

@@ -435,6 +435,7 @@ def _decoded_cached(
                 found = reader(src)
                 label_of = {c: i for i, c in enumerate(found.class_ids)}
                 listing["class_names"] = [found.class_names.get(c, c) for c in found.class_ids]
+                listing["train_names"] = [member for _, member in found.train]  # sample order = listing order
                 return {**_decode_into(tmp, "train", src, found.train, label_of, progress, entry),
                         **_decode_into(tmp, "test", src, found.test, label_of, progress, entry)}
             finally:
@@ -452,8 +453,11 @@ def _read_decoded(entry: Path, name: str, identity: str, *, verify: bool) -> Dat
 
     arrays = read_entry(entry, verify=verify)
     try:
-        names = tuple(str(n) for n in read_meta(entry)["class_names"])
-        return Dataset(name, arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"], names, identity)
+        meta = read_meta(entry)
+        names = tuple(str(n) for n in meta["class_names"])
+        members = meta.get("train_names")  # absent in entries decoded before clproto kept member names
+        return Dataset(name, arrays["train_x"], arrays["train_y"], arrays["test_x"], arrays["test_y"], names, identity,
+                       train_names=tuple(str(m) for m in members) if members is not None else None)
     except Exception as exc:  # no class_names, a missing array, labels beyond the names, ...
         raise CorruptEntry(f"{type(exc).__name__}: {exc}") from exc
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from clproto.errors import ConfigError
 from clproto.evaluation.results import RunResult, write_json_atomic, write_text_atomic
-from clproto.reports.collect import SUMMARY_METRICS, summary_frame
+from clproto.reports.collect import FEW_SHOT_METRICS, SUMMARY_METRICS, summary_frame
 from clproto.reports.pooling import pool
 
 
@@ -42,33 +42,64 @@ def aggregate(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
 
 
 def markdown_table(df: pd.DataFrame, *, bold_best: bool = True) -> str:
-    """Rows: (scenario, strategy); columns: headline metrics as mean ± std over seeds."""
+    """Rows: (scenario, strategy); columns: headline metrics as mean ± std over seeds.
+
+    A few-shot scenario's headline metrics are :data:`~clproto.reports.collect.FEW_SHOT_METRICS` (last-session,
+    average, PD, base / novel / HM of the last session), followed by the accuracy after each session."""
     metrics = [m for m in SUMMARY_METRICS if m in df and df[m].notna().any()]
     agg = aggregate(df, metrics)
     lines = []
     for scenario, block in agg.groupby(level=0, sort=False):
-        seeds = df[df.scenario == scenario].groupby("strategy").seed.nunique()
+        rows = df[df.scenario == scenario]
+        if "kind" in rows and (rows.kind == "few-shot").all():
+            lines.extend(_few_shot_block(scenario, rows, bold_best=bold_best))
+            continue
+        seeds = rows.groupby("strategy").seed.nunique()
         n_seeds = int(seeds.max())
         lines.append(f"**{scenario}** ({n_seeds} seed{'s' if n_seeds > 1 else ''}; accuracies in %, mean ± std over seeds)\n")
-        head = ["Strategy"] + [SUMMARY_METRICS[m][0] + (" ↑" if SUMMARY_METRICS[m][1] else " ↓") for m in metrics]
-        lines.append("| " + " | ".join(head) + " |")
-        lines.append("|" + "---|" * len(head))
-        best = {}
-        for m in metrics:
-            means = block[(m, "mean")].astype(float)
-            if means.notna().any() and len(means) > 1:
-                best[m] = means.max() if SUMMARY_METRICS[m][1] else means.min()
-        for (_, strategy), row in block.iterrows():
-            cells = [str(strategy)]
-            for m in metrics:
-                mean, std, n = row[(m, "mean")], row[(m, "std")], row[(m, "count")]
-                text = _fmt(mean, std, int(n), n_seeds)
-                if bold_best and m in best and mean == best[m]:
-                    text = f"**{text}**"
-                cells.append(text)
-            lines.append("| " + " | ".join(cells) + " |")
+        lines.extend(_metric_rows(block, metrics, SUMMARY_METRICS, n_seeds, bold_best))
         lines.append("")
     return "\n".join(lines)
+
+
+def _metric_rows(block: pd.DataFrame, metrics: list[str], titles: dict, n_seeds: int, bold_best: bool) -> list[str]:
+    """Header, rule and one line per strategy of ``block`` (aggregated metrics), the best of each column in bold."""
+    head = ["Strategy"] + [titles[m][0] + (" ↑" if titles[m][1] else " ↓") for m in metrics]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    best = {}
+    for m in metrics:
+        means = block[(m, "mean")].astype(float)
+        if means.notna().any() and len(means) > 1:
+            best[m] = means.max() if titles[m][1] else means.min()
+    for (_, strategy), row in block.iterrows():
+        cells = [str(strategy)]
+        for m in metrics:
+            mean, std, n = row[(m, "mean")], row[(m, "std")], row[(m, "count")]
+            text = _fmt(mean, std, int(n), n_seeds)
+            if bold_best and m in best and mean == best[m]:
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _few_shot_block(scenario: str, rows: pd.DataFrame, *, bold_best: bool) -> list[str]:
+    """A few-shot scenario: headline metrics, then the mean accuracy after each session."""
+    metrics = [m for m in FEW_SHOT_METRICS if m in rows and rows[m].notna().any()]
+    n_seeds = int(rows.groupby("strategy").seed.nunique().max())
+    lines = [f"**{scenario}** ({n_seeds} seed{'s' if n_seeds > 1 else ''}; few-shot; accuracies in %, mean ± std "
+             "over seeds; base / novel / HM of the last session; PD = first - last session)\n"]
+    lines.extend(_metric_rows(aggregate(rows, metrics), metrics, FEW_SHOT_METRICS, n_seeds, bold_best))
+    sessions = [c for c in rows.columns if c.startswith("session_") and rows[c].notna().any()]
+    sessions.sort(key=lambda c: int(c.split("_")[1]))
+    if sessions:
+        means = rows.groupby("strategy", sort=False)[sessions].mean()  # (strategies, sessions)
+        lines += ["", "Accuracy after each session (%, mean over seeds):", "",
+                  "| Strategy | " + " | ".join(c.split("_")[1] for c in sessions) + " |", "|" + "---|" * (len(sessions) + 1)]
+        for strategy, row in means.iterrows():
+            lines.append(f"| {strategy} | " + " | ".join("–" if pd.isna(v) else f"{100 * v:.2f}" for v in row) + " |")
+    lines.append("")
+    return lines
 
 
 MANIFEST = "manifest.json"  # what the last report wrote into its folder (files, figure styles, command)

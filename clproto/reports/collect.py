@@ -20,6 +20,17 @@ SUMMARY_METRICS = {
     "bwt": ("BWT", True),
     "task_il_final_accuracy": ("Task-IL acc.", True),
 }
+# the headline metrics of a few-shot scenario's table (TOPIC/CEC/TEEN report session accuracies, their average,
+# PD; ALICE base / novel / HM of the last session): class-IL forgetting rewards a strategy that never learns
+# the few-shot classes, so it is not among them
+FEW_SHOT_METRICS = {
+    "final_accuracy": ("Last session acc.", True),
+    "average_incremental_accuracy": ("Avg. acc.", True),
+    "performance_drop": ("PD", False),
+    "final_base_accuracy": ("Base", True),
+    "final_novel_accuracy": ("Novel", True),
+    "final_harmonic_mean": ("HM", True),
+}
 
 
 def find_results(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -71,6 +82,10 @@ def summary_frame(results: list[RunResult]) -> pd.DataFrame:
             row["performance_drop"] = r.metrics.performance_drop
             hm = [h for h in (r.metrics.harmonic_mean or []) if h is not None]
             row["final_harmonic_mean"] = hm[-1] if hm else None
+            if r.kind == "few-shot":  # the last session's base / novel accuracy and every session's accuracy
+                row["final_base_accuracy"] = (r.metrics.base_accuracy or [None])[-1]
+                row["final_novel_accuracy"] = (r.metrics.novel_accuracy or [None])[-1]
+                row.update({f"session_{t + 1}": a for t, a in enumerate(r.seen_accuracy)})
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -28,7 +28,10 @@ class ScenarioConfig:
     base_classes: int = 0  # classes in the base session, with all their training data
     ways: int = 0  # new classes per incremental session (N-way)
     shots: int = 0  # training images per new class (K-shot), sampled with the seed
-    sessions: int = 0  # incremental sessions after the base one; 0 infers (classes - base) / ways
+    sessions: int = 0  # incremental sessions after the base one; 0 infers (classes - base) // ways
+    # published session lists (clproto.scenarios.index_lists): "" = classes and shots drawn with the seed;
+    # a shipped protocol such as "fscil-topic/cifar100", or a folder of session_1.txt .. session_<N>.txt
+    index_lists: str = ""
     # --- quick runs
     train_per_class: int = 0  # cap on training images per class (seeded sample); 0 = all
     test_per_class: int = 0  # cap on test images per class (seeded sample); 0 = all

@@ -144,13 +144,15 @@ def build_scenario(config: ScenarioConfig, dataset: Dataset, *, seed: int, where
     if config.kind not in KINDS:
         raise ConfigError("unknown scenario kind", where=where, field="kind", value=config.kind,
                           expected=" or ".join(repr(k) for k in KINDS))
+    if config.index_lists:
+        return _from_index_lists(config, dataset, seed=seed, where=where)
     order = _class_order(config, dataset, seed, where)
     if config.kind == "class-incremental":
         sizes = _increments(config, len(order), where)
     else:
         sizes = _few_shot_sizes(config, len(order), where)
     groups, start = [], 0
-    for s in sizes:
+    for s in sizes:  # few-shot: the classes beyond base + sessions x ways (if any) stay unused
         groups.append(order[start:start + s])
         start += s
 
@@ -194,6 +196,31 @@ def build_scenario(config: ScenarioConfig, dataset: Dataset, *, seed: int, where
         test_indices=test_indices,
         seed=seed,
     )
+
+
+def _from_index_lists(config: ScenarioConfig, dataset: Dataset, *, seed: int, where: str) -> Scenario:
+    """A few-shot scenario whose sessions the published lists fix (:mod:`clproto.scenarios.index_lists`)."""
+    from clproto.scenarios.index_lists import sessions_from_lists
+
+    if config.kind != "few-shot":
+        raise ConfigError("index lists fix few-shot sessions", where=where, field="kind", value=config.kind,
+                          expected='"few-shot" with index_lists')
+    for f, wrong in (("train_per_class", config.train_per_class), ("class_order", config.class_order not in ("random", "listed"))):
+        if wrong:  # the lists fix every training image and the class of every session
+            raise ConfigError("cannot be set with index_lists (the lists fix the training images and classes)",
+                              where=where, field=f, value=getattr(config, f), expected="leave it out")
+    _few_shot_sizes(config, dataset.num_classes, where)  # base, ways, shots and sessions fit the dataset
+    groups, train_indices = sessions_from_lists(config, dataset, where=where)
+    test_by_class = _per_class(dataset.test_y, config.test_per_class, np.random.default_rng([seed, _TEST_CAP]))
+    test_indices = []
+    for i, group in enumerate(groups):
+        empty = [c for c in group if len(test_by_class.get(c, ())) == 0]
+        if empty:
+            raise ConfigError(f"class {_name(dataset, empty[0])} of session {i + 1} has an empty test set", where=where,
+                              field="dataset", value=config.dataset, expected="test images for every class")
+        test_indices.append(np.sort(np.concatenate([test_by_class[c] for c in group])))
+    return Scenario(name=config.name, kind=config.kind, dataset=dataset, class_order=[c for g in groups for c in g],
+                    experience_classes=groups, train_indices=train_indices, test_indices=test_indices, seed=seed)
 
 
 def _name(dataset: Dataset, c: int) -> str:
@@ -289,12 +316,12 @@ def _few_shot_sizes(config: ScenarioConfig, n: int, where: str) -> list[int]:
         raise ConfigError("must be a positive integer", where=where, field=field, value=getattr(config, field))
     rest = n - config.base_classes
     sessions = config.sessions or (rest // config.ways if rest > 0 else 0)
-    if rest <= 0 or config.base_classes + sessions * config.ways != n:
+    if sessions <= 0 or config.base_classes + sessions * config.ways > n:
         raise ConfigError(
-            f"{config.base_classes} base classes + {sessions} sessions x {config.ways} ways do not add up to the "
+            f"{config.base_classes} base classes + {max(sessions, 1)} session(s) x {config.ways} ways need more than the "
             f"{n} classes of the dataset",
             where=where, field="sessions", value=config.sessions,
-            expected=f"base_classes + sessions * ways = {n}",
+            expected=f"base_classes + sessions * ways <= {n} (the classes beyond are left unused)",
         )
     return [config.base_classes] + [config.ways] * sessions
 

@@ -79,6 +79,7 @@ class TEEN:
     Config = TEENConfig
     input_kind = "features"
     checkpoint_runs = False  # training-free: refitting beats writing its statistics after every experience
+    scenario_kinds = ("few-shot",)  # calibrates toward the base session's prototypes: needs a base session
 
     def __init__(self, *, config: TEENConfig = TEENConfig(), num_classes: int, seed: int = 0) -> None:
         self.config = config
