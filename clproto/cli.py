@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import os
 import shlex
 import sys
 from pathlib import Path
 
 from clproto.errors import ConfigError
+from clproto.plugins import load_plugins  # noqa: F401 - re-exported: `from clproto.cli import load_plugins`
 
 DEFAULTS = Path(__file__).parent / "defaults"
 EPILOG = """examples:
@@ -84,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "are skipped; a different configuration under the same name is refused unless "
                                    "--overwrite; a failed run leaves error.txt and the others go on (exit 1). An "
                                    "override that changes a definition names the run by it, e.g. teen@alpha=0.25.")
-    p.add_argument("scenario", nargs="?", metavar="SCENARIO.toml", help="scenario definition")
-    p.add_argument("strategies", nargs="*", metavar="STRATEGY.toml", help="strategy definitions (default: the built-in set)")
+    p.add_argument("scenario", nargs="?", metavar="SCENARIO", help="scenario definition: a .toml file, or a name from "
+                                                                 "`clproto list` (./scenarios/ or built-in)")
+    p.add_argument("strategies", nargs="*", metavar="STRATEGY", help="strategy definitions, files or names (default: "
+                                                                      "the built-in set)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="S", help="seeds (default: 0 1 2)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/<scenario>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -167,34 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- helpers
-def load_plugins(specs: list[str]):
-    from clproto.strategies import REGISTRY
-
-    if not specs:
-        return REGISTRY
-    registry = REGISTRY.copy()
-    for spec in specs:
-        if spec.endswith(".py"):
-            path = Path(spec)
-            if not path.exists():
-                raise ConfigError("plugin file not found", where="--plugin", value=spec)
-            mod_spec = importlib.util.spec_from_file_location(path.stem, path)
-            module = importlib.util.module_from_spec(mod_spec)
-            sys.modules[path.stem] = module
-            mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
-        else:
-            try:
-                module = importlib.import_module(spec)
-            except ImportError as exc:
-                raise ConfigError(f"cannot import plugin: {exc}", where="--plugin", value=spec) from exc
-        if not callable(getattr(module, "register", None)):
-            raise ConfigError("plugin has no register(registry) function", where="--plugin", value=spec)
-        try:
-            module.register(registry)
-        except (ValueError, TypeError) as exc:  # a duplicate name, a malformed strategy class
-            raise ConfigError(f"register(registry) failed: {exc}", where="--plugin", value=spec,
-                              expected="unique names (see `clproto list`) and classes following the Strategy protocol") from None
-    return registry
+def definition_path(text: str, section: str) -> Path:
+    """A definition given as a file path, or by name: ``./scenarios/NAME.toml`` (``./strategies/``), else the
+    built-in definition of that name (``clproto list`` shows both)."""
+    path = Path(text)
+    if path.exists() or "/" in text or text.endswith(".toml"):
+        return path
+    folder = "scenarios" if section == "scenario" else "strategies"
+    builtin = DEFAULTS / (f"{text}.toml" if section == "scenario" else f"strategies/{text}.toml")
+    for candidate in (Path(folder) / f"{text}.toml", builtin):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"no {section} definition of this name", where=text,
+                      expected=f"a .toml file, or a name from `clproto list` (./{folder}/*.toml or built-in)")
 
 
 def _setup(args) -> None:
@@ -222,8 +208,8 @@ def cmd_run(args) -> int:
     overrides = list(args.overrides)
     if args.backbone:  # --backbone SPEC: every features-strategy's backbone
         overrides.append(f"strategy.backbone={args.backbone}")
-    scenario_path = Path(args.scenario) if args.scenario else DEFAULTS / "split-digits.toml"
-    strategy_paths = [Path(s) for s in args.strategies]
+    scenario_path = definition_path(args.scenario, "scenario") if args.scenario else DEFAULTS / "split-digits.toml"
+    strategy_paths = [definition_path(s, "strategy") for s in args.strategies]
     for p in strategy_paths:  # a second scenario among the strategies: say what to use instead
         if "scenario" in read_toml(p) and "strategy" not in read_toml(p):
             raise ConfigError("is a scenario definition: `clproto run` takes one scenario and then strategies",
@@ -368,20 +354,20 @@ def cmd_list(args) -> int:
         print(f"  {e.name:<22} [{e.cls.input_kind}] {e.description}")
     for title, folder, section in (("Scenario definitions", "scenarios", "scenario"),
                                    ("Strategy definitions", "strategies", "strategy")):
-        files = sorted(Path(folder).glob("*.toml"))
-        where = f"./{folder}/"
-        if not files:
-            files = sorted((DEFAULTS / ("." if section == "scenario" else "strategies")).glob("*.toml"))
-            where = "built-in defaults"
-        print(f"\n{title} ({where}):")
-        names = [str(f) if where != "built-in defaults" else f.name for f in files]
-        width = max(map(len, names)) + 1
-        for f, name in zip(files, names):
-            try:
-                d = read_toml(f).get(section, {})
-                print(f"  {name:<{width}} {d.get('description', '')}")
-            except ConfigError as exc:
-                print(f"  {f}  (unreadable: {exc})")
+        builtin = DEFAULTS / ("." if section == "scenario" else "strategies")
+        for where, files in ((f"./{folder}/", sorted(Path(folder).glob("*.toml"))),
+                             (f"built-in, {builtin.resolve()}", sorted(builtin.glob("*.toml")))):
+            if not files:
+                continue
+            print(f"\n{title} ({where}; usable by name, e.g. `clproto run {files[0].stem} ...`):"
+                  if section == "scenario" else f"\n{title} ({where}; usable by name):")
+            width = max(len(f.stem) for f in files) + 1
+            for f in files:
+                try:
+                    d = read_toml(f).get(section, {})
+                    print(f"  {f.stem:<{width}} {d.get('description', '')}")
+                except ConfigError as exc:
+                    print(f"  {f.stem:<{width}} (unreadable: {exc})")
     return 0
 
 

@@ -292,7 +292,7 @@ _STATE: dict[str, Any] = {}  # per worker process: settings key -> Runner (datas
 def _runner(settings: dict):
     key = json.dumps(settings, sort_keys=True)
     if key not in _STATE:
-        from clproto.cli import load_plugins
+        from clproto.plugins import load_plugins
         from clproto.runner import Runner
 
         registry = load_plugins(list(settings["plugins"]))

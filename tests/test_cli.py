@@ -139,3 +139,22 @@ def test_packaged_default_matches_repo_definition():
 
     packaged = Path(clproto.__file__).parent / "defaults" / "split-digits.toml"
     assert packaged.read_text() == (ROOT / "scenarios" / "split-digits.toml").read_text()
+
+
+def test_definitions_can_be_given_by_name(tmp_path, monkeypatch, capsys):
+    """`clproto run split-digits nmc-pixels`: names from `clproto list` (./scenarios/, ./strategies/, built-in)."""
+    monkeypatch.chdir(tmp_path)  # no ./scenarios here: the built-in definitions answer
+    assert main(["run", "split-digits", "nmc-pixels", "--seeds", "0", "--out", "o", "--no-progress",
+                 "--set", "scenario.train_per_class=10"]) == 0
+    assert (tmp_path / "o/split-digits@train_per_class=10/nmc-pixels/seed0/results.json").exists()
+    (tmp_path / "strategies").mkdir()
+    (tmp_path / "strategies/nmc-pixels.toml").write_text(
+        '[strategy]\nname = "local-nmc"\nimplementation = "nmc"\n')  # ./strategies/ comes before the built-in
+    assert main(["run", "split-digits", "nmc-pixels", "--seeds", "0", "--out", "o", "--no-progress",
+                 "--set", "scenario.train_per_class=10"]) == 0
+    assert (tmp_path / "o/split-digits@train_per_class=10/local-nmc/seed0/results.json").exists()
+    capsys.readouterr()
+    assert main(["run", "no-such-scenario", "--out", "o"]) == 2
+    assert "no-such-scenario: no scenario definition of this name" in capsys.readouterr().err
+    assert main(["list"]) == 0
+    assert "split-digits" in capsys.readouterr().out
