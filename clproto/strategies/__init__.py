@@ -4,6 +4,7 @@
 with ``clproto.REGISTRY.register(name, cls)`` (or a copy of it), see the README.
 """
 
+from clproto.strategies.avalanche_strategy import AvalancheConfig, AvalancheStrategy
 from clproto.strategies.base import Registered, Registry, Strategy, build_strategy
 from clproto.strategies.finetune import FineTune, FineTuneConfig
 from clproto.strategies.joint import Joint, JointConfig
@@ -23,9 +24,11 @@ def default_registry() -> Registry:
                  scenario_kinds=("class-incremental",))
     reg.register("teen", TEEN, description="prototypes with training-free calibration toward base classes (Wang et al. 2023)",
                  scenario_kinds=("few-shot",))
+    reg.register("avalanche", AvalancheStrategy, description="a strategy of avalanche.training (EWC, iCaRL, ...) on clproto's network and budget",
+                 scenario_kinds=("class-incremental",))
     return reg
 
 
 REGISTRY = default_registry()
 
-__all__ = ["FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "Registered", "Registry", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]
+__all__ = ["AvalancheConfig", "AvalancheStrategy", "FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "Registered", "Registry", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]
