@@ -250,3 +250,21 @@ def test_a_diverging_run_stops_with_a_config_error(tiny_dataset):
     d = definition("Naive", lr=1e12)
     with pytest.raises(ConfigError, match="training diverged"):
         runner.run(TINY, strategy_from_dict(d, REGISTRY), seed=0)
+
+
+# --------------------------------------------------------------------------- README
+def readme_blocks(language: str) -> list[str]:
+    section = (ROOT / "README.md").read_text().split("### Wrapping an Avalanche strategy", 1)[1].split("\n## ", 1)[0]
+    return [part.split("```", 1)[0] for part in section.split(f"```{language}\n")[1:]]
+
+
+def test_readme_avalanche_definition_loads(tmp_path):
+    (path := tmp_path / "avalanche-ewc.toml").write_text(readme_blocks("toml")[0])
+    strategy = load_strategy(path, REGISTRY)
+    assert strategy.params.strategy == "EWC" and strategy.params.plugins[0]["name"] == "ReplayPlugin"
+
+
+def test_readme_avalanche_snippet_runs_as_written(monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    exec(compile(readme_blocks("python")[0], "README.md", "exec"), {})
+    assert capsys.readouterr().out.startswith("[")  # the last row of the accuracy matrix
