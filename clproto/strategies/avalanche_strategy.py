@@ -148,7 +148,7 @@ def _check_kwargs(fn: Any, given: dict, *, supplied: tuple[str, ...], field_name
             default = accepted[name].annotation()  # a required parameter: its annotation says the type
         if not _type_ok(value, default):
             raise ConfigError(f"{owner} parameter {name!r} has the wrong type", field=f"{field_name}.{name}",
-                              value=value, expected=f"a {type(default).__name__} like its default {default!r}")
+                              value=value, expected=f"a {type(default).__name__} (the type of its default or annotation)")
     missing = [n for n, p in accepted.items() if p.default is inspect.Parameter.empty and n not in given]
     if missing:
         raise ConfigError(f"{owner} needs the parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
