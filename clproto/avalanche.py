@@ -78,6 +78,7 @@ import torch
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 from avalanche.benchmarks.utils import DataAttribute, TaskAwareSupervisedClassificationDataset, TaskLabels
+from avalanche.benchmarks.utils.flat_data import ConstantSequence
 from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 from torch import nn
@@ -109,17 +110,26 @@ class ScenarioInfo:
 
 
 # --------------------------------------------------------------------------- clproto -> Avalanche
+class _LabelledTensors(TensorDataset):
+    """Items ``(x, y)`` with ``y`` a Python int, as in Avalanche's own datasets: replay buffers (iCaRL's)
+    are concatenated with the experience's data, and a batch mixing int and tensor labels cannot be collated."""
+
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return x, int(y)
+
+
 def _split_dataset(x: np.ndarray, y: np.ndarray):
     """A whole clproto split as one task-aware Avalanche classification dataset (task label 0)."""
     n = len(y)
     with warnings.catch_warnings():  # clproto arrays may be read-only; these tensors are never written
         warnings.simplefilter("ignore", UserWarning)
-        tensors = TensorDataset(torch.from_numpy(x), torch.from_numpy(y))  # items (x, y)
+        tensors = _LabelledTensors(torch.from_numpy(x), torch.from_numpy(y))  # items (x, y)
     return TaskAwareSupervisedClassificationDataset(
         [tensors],  # the task label is appended to each item
         data_attributes=[
             DataAttribute(y.tolist(), "targets"),
-            TaskLabels([0] * n),
+            TaskLabels(ConstantSequence(0, n)),  # as Avalanche's own datasets: a list would not concat with them
             DataAttribute(list(range(n)), INDEX_ATTRIBUTE),
         ],
     )

@@ -45,6 +45,7 @@ from clproto.loggers import LOG_FILE, TENSORBOARD_DIR, LoggerSettings, RunLog
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario, build_scenario
 from clproto.strategies import REGISTRY, Registry
+from clproto.strategies.base import ScenarioDescription
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -192,6 +193,8 @@ class Runner:
 
         torch.manual_seed(seed)
         model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed)
+        if hasattr(model, "begin_scenario"):  # the stream's public shape, before any experience (base.py)
+            model.begin_scenario(ScenarioDescription.of(sc))
         evaluator = Evaluator(sc, batch_size=self.eval_batch_size)
         steps: list[StepEvaluation] = []
         start = 0

@@ -58,7 +58,10 @@ def _definition_for(name: str) -> dict:
         d = read_toml(f)["strategy"]
         if d.get("implementation") == name:
             return d
-    return {"name": name, "implementation": name, "backbone": "pixels", "params": TINY_PARAMS.get(name, {})}
+    definition = {"name": name, "implementation": name, "backbone": "pixels", "params": TINY_PARAMS.get(name, {})}
+    if REGISTRY.get(name).cls.input_kind == "images":  # no digits definition (e.g. "avalanche"): finetune's budget
+        definition["params"] = read_toml(DEFAULTS / "finetune-digits.toml")["strategy"]["params"]
+    return definition
 
 
 TINY_PARAMS = {"ranpac": {"projection_dim": 256}}  # defaults too costly for a fast test (RanPAC: M = 10 000 solves)

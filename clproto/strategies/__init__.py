@@ -4,6 +4,7 @@
 with ``clproto.REGISTRY.register(name, cls)`` (or a copy of it), see the README.
 """
 
+from clproto.strategies.avalanche_strategy import AvalancheConfig, AvalancheStrategy
 from clproto.strategies.base import Registered, Registry, Strategy, build_strategy
 from clproto.strategies.fecam import FeCAM, FeCAMConfig
 from clproto.strategies.fetril import FeTrIL, FeTrILConfig
@@ -31,9 +32,11 @@ def default_registry() -> Registry:
     reg.register("fecam", FeCAM, description="Mahalanobis distance with per-class shrunk covariances, Tukey transform (Goswami et al. 2023)")
     reg.register("ranpac", RanPAC, description="random ReLU projection + ridge class prototypes, training-free (McDonnell et al. 2023)")
     reg.register("fetril", FeTrIL, description="linear classifier on features + translated pseudo-features of past classes (Petit et al. 2023)")
+    reg.register("avalanche", AvalancheStrategy, description="a strategy of avalanche.training (EWC, iCaRL, ...) on clproto's network and budget",
+                 scenario_kinds=("class-incremental",))
     return reg
 
 
 REGISTRY = default_registry()
 
-__all__ = ["FeCAM", "FeCAMConfig", "FeTrIL", "FeTrILConfig", "FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "RanPAC", "RanPACConfig", "Registered", "Registry", "SLDA", "SLDAConfig", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]
+__all__ = ["AvalancheConfig", "AvalancheStrategy", "FeCAM", "FeCAMConfig", "FeTrIL", "FeTrILConfig", "FineTune", "FineTuneConfig", "Joint", "JointConfig", "NMC", "NMCConfig", "PRD", "PRDConfig", "REGISTRY", "RanPAC", "RanPACConfig", "Registered", "Registry", "SLDA", "SLDAConfig", "Strategy", "TEEN", "TEENConfig", "build_strategy", "default_registry"]

@@ -13,7 +13,12 @@ A strategy is any class with
 Optional: ``state_dict()`` / ``load_state_dict(state)`` (the runner checkpoints after every
 experience and resumes from it), ``check_scenario(scenario, params)`` (reject a scenario before any
 training), and ``loop`` — a :class:`~clproto.training.loop.TrainingLoop` for strategies that train
-with SGD, whose listeners see every step's loss (the Avalanche adapter feeds its loss metrics so);
+with SGD, whose listeners see every step's loss (the Avalanche adapter feeds its loss metrics so), and
+``begin_scenario(description)`` — called by the runner once, right after the strategy is built and
+before the first experience, with the scenario's :class:`ScenarioDescription`: its public shape
+(class count and order, each experience's classes and training-set size, the input shape), never
+samples. Strategies that must know the whole stream up front (Avalanche's iCaRL reads
+``benchmark.n_classes_per_exp``) take it from there; a strategy without the hook never sees it.
 ``checkpoint_runs = False`` — a class attribute: the runner does not checkpoint it after every experience
 (training-free strategies refit faster than they would write their statistics); ``state_dict`` then serves
 ``--keep-model`` only.
@@ -39,6 +44,26 @@ from clproto.scenarios.scenario import Experience
 
 INPUT_KINDS = ("features", "images")
 SCENARIO_KINDS = ("class-incremental", "few-shot")
+
+
+@dataclass(frozen=True)
+class ScenarioDescription:
+    """What a strategy may know of the whole stream before its first experience: no samples, no labels."""
+
+    name: str  # the scenario's name
+    kind: str  # "class-incremental" or "few-shot"
+    num_classes: int  # width of every score vector (classes of the dataset)
+    class_order: tuple[int, ...]  # every class in arrival order
+    experience_classes: tuple[tuple[int, ...], ...]  # the classes each experience introduces
+    train_sizes: tuple[int, ...]  # training samples of each experience
+    input_shape: tuple[int, ...]  # one sample's input, e.g. (H, W, C) for uint8 images
+
+    @classmethod
+    def of(cls, scenario: Any) -> "ScenarioDescription":
+        return cls(name=scenario.name, kind=scenario.kind, num_classes=scenario.num_classes,
+                   class_order=tuple(scenario.class_order), experience_classes=tuple(e.classes for e in scenario),
+                   train_sizes=tuple(len(e.train_indices) for e in scenario),
+                   input_shape=tuple(scenario.dataset.train_x.shape[1:]))
 
 
 @runtime_checkable
