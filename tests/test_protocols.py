@@ -17,7 +17,7 @@ from clproto.runner import Runner
 from clproto.scenarios import ScenarioConfig, build_scenario
 from clproto.scenarios.index_lists import read_session_lists, shipped_protocols
 from conftest import make_tiny_dataset
-from imagezips import image_folder_members, png_bytes, write_zip
+from imagezips import png_bytes, write_zip
 
 ROOT = Path(__file__).resolve().parents[1]
 
