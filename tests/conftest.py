@@ -64,6 +64,25 @@ def _back_to_one_thread():
     torch.set_num_threads(1)  # `clproto ... --threads N` inside a test changes it
 
 
+@pytest.fixture
+def one_blas_thread():
+    """NumPy/SciPy/liblinear on one thread, like torch in the tests: tiny matrices, and no spinning on a busy machine.
+    Use with ``pytestmark = pytest.mark.usefixtures("one_blas_thread")``."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
+def runner_on(dataset: Dataset, *, name: str = "tiny"):
+    """A quiet Runner whose scenarios with ``dataset = name`` use ``dataset`` (the shared synthetic fixture)."""
+    from clproto.runner import Runner
+
+    runner = Runner(progress=False)
+    runner._datasets[name] = dataset
+    return runner
+
+
 def require_shared(*names: str) -> Path:
     """Skip the calling test unless every named file exists under ../shared (data/ or models/)."""
     for name in names:

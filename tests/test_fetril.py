@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import runner_on
 import torch
-from threadpoolctl import threadpool_limits
 from sklearn.linear_model import LogisticRegression
 from sklearn.svm import LinearSVC
 
 from clproto.config import load_strategy, strategy_from_dict
 from clproto.errors import ConfigError
-from clproto.runner import Runner
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import build_scenario
 from clproto.strategies import REGISTRY
@@ -27,17 +26,7 @@ FS = ScenarioConfig(name="tiny-fs", dataset="tiny", kind="few-shot", base_classe
 ONE_FIRST = ScenarioConfig(name="tiny-1", dataset="tiny", increments=[1, 1, 2, 2])  # a first step with one class
 
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """NumPy/SciPy/liblinear on one thread, like torch in the tests: tiny matrices, and no spinning on a busy machine."""
-    with threadpool_limits(1):
-        yield
-
-
-def _runner(dataset) -> Runner:
-    runner = Runner(progress=False)
-    runner._datasets["tiny"] = dataset  # the shared synthetic fixture
-    return runner
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def _strategy(**params):
@@ -97,7 +86,7 @@ def reference(feats, scenario, *, classifier: str, source: str, seed: int) -> tu
     (CI, "linearsvc", "nearest"), (CI, "logistic", "nearest"), (CI, "linearsvc", "random"),
     (FS, "linearsvc", "nearest"), (ONE_FIRST, "linearsvc", "nearest"), (ONE_FIRST, "logistic", "random")])
 def test_accuracy_matrix_matches_reference(tiny_dataset, scenario, classifier, source):
-    runner = _runner(tiny_dataset)
+    runner = runner_on(tiny_dataset)
     result = runner.run(scenario, _strategy(classifier=classifier, source=source), seed=2)
     feats = runner.features(tiny_dataset, "pixels")[0]
     sc = build_scenario(scenario, feats, seed=2)
@@ -118,7 +107,7 @@ def test_accuracy_matrix_matches_reference(tiny_dataset, scenario, classifier, s
 
 
 def test_pseudo_features_are_translated_nearest_new_class(tiny_dataset):
-    feats = _runner(tiny_dataset).features(tiny_dataset, "pixels")[0]
+    feats = runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0]
     sc = build_scenario(CI, feats, seed=0)
     model = FeTrIL(config=FeTrILConfig(normalize=False), num_classes=6)
     model.fit_experience(sc[0])
@@ -135,7 +124,7 @@ def test_pseudo_features_are_translated_nearest_new_class(tiny_dataset):
 
 
 def test_one_class_first_step_scores_only_that_class(tiny_dataset):
-    feats = _runner(tiny_dataset).features(tiny_dataset, "pixels")[0]
+    feats = runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0]
     sc = build_scenario(ONE_FIRST, feats, seed=0)
     model = FeTrIL(num_classes=6)
     model.fit_experience(sc[0])  # one class: no classifier, that class scores 0
@@ -148,7 +137,7 @@ def test_one_class_first_step_scores_only_that_class(tiny_dataset):
 
 
 def test_checkpoint_round_trip_with_weights_only_load(tiny_dataset):
-    sc = build_scenario(CI, _runner(tiny_dataset).features(tiny_dataset, "pixels")[0], seed=0)
+    sc = build_scenario(CI, runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0], seed=0)
     model = FeTrIL(num_classes=6)
     model.fit_experience(sc[0])
     buf = io.BytesIO()

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import runner_on
 import scipy.linalg
 import torch
-from threadpoolctl import threadpool_limits
 
 from clproto.config import load_strategy, strategy_from_dict
 from clproto.errors import ConfigError
-from clproto.runner import Runner
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import build_scenario
 from clproto.strategies import REGISTRY
@@ -25,17 +24,7 @@ CI = ScenarioConfig(name="tiny-ci", dataset="tiny", increment=2)
 FS = ScenarioConfig(name="tiny-fs", dataset="tiny", kind="few-shot", base_classes=2, ways=2, shots=3)
 
 
-@pytest.fixture(autouse=True)
-def _one_blas_thread():
-    """NumPy/SciPy/liblinear on one thread, like torch in the tests: tiny matrices, and no spinning on a busy machine."""
-    with threadpool_limits(1):
-        yield
-
-
-def _runner(dataset) -> Runner:
-    runner = Runner(progress=False)
-    runner._datasets["tiny"] = dataset  # the shared synthetic fixture
-    return runner
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def _strategy(**params):
@@ -93,7 +82,7 @@ def reference(feats, scenario, *, M: int, seed: int, grid, holdout: float, force
 @pytest.mark.parametrize("scenario", [CI, FS], ids=["class-incremental", "few-shot"])
 @pytest.mark.parametrize("M", [300, 0])
 def test_accuracy_matrix_matches_batch_reference(tiny_dataset, scenario, M):
-    runner = _runner(tiny_dataset)
+    runner = runner_on(tiny_dataset)
     result = runner.run(scenario, _strategy(projection_dim=M), seed=3)
     feats = runner.features(tiny_dataset, "pixels")[0]
     sc = build_scenario(scenario, feats, seed=3)
@@ -121,7 +110,7 @@ def test_accuracy_matrix_matches_batch_reference(tiny_dataset, scenario, M):
 
 
 def test_deterministic_and_seeded(tiny_dataset):
-    runner = _runner(tiny_dataset)
+    runner = runner_on(tiny_dataset)
     a = runner.run(CI, _strategy(projection_dim=200), seed=1)
     b = runner.run(CI, _strategy(projection_dim=200), seed=1)
     assert a.accuracy_matrix == b.accuracy_matrix
@@ -134,7 +123,7 @@ def test_deterministic_and_seeded(tiny_dataset):
 
 
 def test_checkpoint_round_trip_with_weights_only_load(tiny_dataset):
-    sc = build_scenario(CI, _runner(tiny_dataset).features(tiny_dataset, "pixels")[0], seed=0)
+    sc = build_scenario(CI, runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0], seed=0)
     model = RanPAC(config=RanPACConfig(projection_dim=100), num_classes=6, seed=0)
     model.fit_experience(sc[0])
     buf = io.BytesIO()
@@ -164,12 +153,12 @@ def test_ridge_choice_skips_lambdas_that_leave_a_singular_gram_singular():
 
 def test_singular_gram_few_shot_sessions_are_solved(tiny_dataset):
     """3-shot sessions and M = 300 > samples: every Gram matrix is singular, λ > 0 makes it solvable."""
-    result = _runner(tiny_dataset).run(FS, _strategy(projection_dim=300), seed=0)
+    result = runner_on(tiny_dataset).run(FS, _strategy(projection_dim=300), seed=0)
     assert all(0 <= a <= 1 for a in result.seen_accuracy) and result.metrics.final_accuracy > 1 / 6
 
 
 def test_experience_too_small_to_split_keeps_the_previous_lambda(tiny_dataset):
-    feats = _runner(tiny_dataset).features(tiny_dataset, "pixels")[0]
+    feats = runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0]
     sc = build_scenario(ScenarioConfig(name="fs1", dataset="tiny", kind="few-shot", base_classes=2, ways=1, shots=1),
                         feats, seed=0)
     model = RanPAC(config=RanPACConfig(projection_dim=40), num_classes=6, seed=0)
@@ -191,7 +180,7 @@ def test_bad_config_is_config_error(params, field):
 
 
 def test_float32_precision_runs(tiny_dataset):
-    result = _runner(tiny_dataset).run(CI, _strategy(projection_dim=100, precision="float32"), seed=0)
+    result = runner_on(tiny_dataset).run(CI, _strategy(projection_dim=100, precision="float32"), seed=0)
     assert result.seen_accuracy[0] >= 0.9
 
 

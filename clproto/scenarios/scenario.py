@@ -44,6 +44,14 @@ class Experience:
     def train_y(self) -> torch.Tensor:
         return torch.from_numpy(self.dataset.train_y[self.train_indices])
 
+    def train_chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The training samples in scenario order, ``size`` at a time: ``(n, ...)`` inputs and ``(n,)`` labels
+        read straight from the (memory-mapped) dataset, so the working copy stays small however large the experience."""
+        idx = self.train_indices
+        for start in range(0, len(idx), size):
+            part = idx[start:start + size]  # (n,)
+            yield torch.from_numpy(self.dataset.train_x[part]), torch.from_numpy(self.dataset.train_y[part])
+
     @property
     def test_x(self) -> torch.Tensor:
         return torch.from_numpy(self.dataset.test_x[self.test_indices])

@@ -70,10 +70,8 @@ class NMC:
     def fit_experience(self, experience: Experience) -> None:
         # in chunks read straight from the (memory-mapped) features: the float64 working copies stay
         # a few MB however large the experience (sums are order-independent up to float64 rounding)
-        idx, data = experience.train_indices, experience.dataset
-        for start in range(0, len(idx), FIT_CHUNK):
-            part = idx[start:start + FIT_CHUNK]  # (n,)
-            self.partial_fit(torch.from_numpy(data.train_x[part]), torch.from_numpy(data.train_y[part]))
+        for x, y in experience.train_chunks(FIT_CHUNK):
+            self.partial_fit(x, y)
 
     @property
     def means(self) -> torch.Tensor:

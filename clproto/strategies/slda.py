@@ -95,10 +95,8 @@ class SLDA:
 
     def fit_experience(self, experience: Experience) -> None:
         """The experience's training samples, in the scenario's order, streamed through :meth:`partial_fit`."""
-        idx, data = experience.train_indices, experience.dataset
-        for start in range(0, len(idx), FIT_CHUNK):
-            part = idx[start:start + FIT_CHUNK]  # (n,)
-            self.partial_fit(torch.from_numpy(data.train_x[part]), torch.from_numpy(data.train_y[part]))
+        for x, y in experience.train_chunks(FIT_CHUNK):
+            self.partial_fit(x, y)
 
     @property
     def covariance(self) -> torch.Tensor:
