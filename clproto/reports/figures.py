@@ -234,8 +234,6 @@ def _accuracy_vs_classes(results: list[RunResult], scenario: str, styles, out: P
 
 
 def _old_new(results: list[RunResult], scenario: str, styles, out: Path, fmt: str) -> Optional[Figure]:
-    import matplotlib.pyplot as plt
-
     groups = _by_strategy(results, scenario)
     if any(r.kind != "class-incremental" for runs in groups.values() for r in runs):
         return None
@@ -243,39 +241,46 @@ def _old_new(results: list[RunResult], scenario: str, styles, out: Path, fmt: st
         return None
     split = {(r.strategy, r.seed): old_new_accuracy(r.accuracy_matrix, r.test_sizes)
              for runs in groups.values() for r in runs}
-    fig, axes = plt.subplots(1, 2, figsize=(10.0, 3.8), sharey=True)
-    for ax, k, name in ((axes[0], 0, "old classes (earlier experiences)"), (axes[1], 1, "new classes (this experience)")):
-        _lines(ax, groups, styles, lambda r, k=k: split[(r.strategy, r.seed)][k],
-               lambda r: list(range(1, len(r.seen_accuracy) + 1)))
-        ax.set(xlabel="experience", ylabel="accuracy (%)", title=name)
-        ax.set_xticks(sorted({t for runs in groups.values() for r in runs for t in range(1, len(r.seen_accuracy) + 1)}))
-    _legend(axes[1])
-    fig.suptitle(scenario)
-    path, png = _save(fig, out, f"{_safe(scenario)}__old_new", fmt)
-    return Figure(path, png, _caption(f"{scenario}: accuracy on the old classes (test-size-weighted over earlier "
-                                      "experiences) and on the new classes after each experience", groups),
-                  scenario, "old_new", _drawn(axes))
+    panels = [("old classes (earlier experiences)", lambda r: split[(r.strategy, r.seed)][0]),
+              ("new classes (this experience)", lambda r: split[(r.strategy, r.seed)][1])]
+    return _step_panels(groups, styles, panels, _step_numbers, xlabel="experience", width=10.0, scenario=scenario,
+                        kind="old_new", out=out, fmt=fmt,
+                        what="accuracy on the old classes (test-size-weighted over earlier experiences) and on the "
+                             "new classes after each experience")
 
 
 def _base_novel(results: list[RunResult], scenario: str, styles, out: Path, fmt: str) -> Optional[Figure]:
-    import matplotlib.pyplot as plt
-
     groups = _by_strategy(results, scenario)
     if any(r.metrics.base_accuracy is None for runs in groups.values() for r in runs):
         return None
-    fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.8), sharey=True)
-    sessions = lambda r: list(range(1, len(r.seen_accuracy) + 1))  # noqa: E731
-    for ax, key, name in ((axes[0], "base_accuracy", "base classes"), (axes[1], "novel_accuracy", "novel classes"),
-                          (axes[2], "harmonic_mean", "harmonic mean of base and novel")):
-        _lines(ax, groups, styles, lambda r, key=key: getattr(r.metrics, key) or [], sessions)
-        ax.set(xlabel="session", ylabel="accuracy (%)", title=name)
-        ax.set_xticks(sorted({t for runs in groups.values() for r in runs for t in sessions(r)}))
-    _legend(axes[2])
+    panels = [(name, lambda r, key=key: getattr(r.metrics, key) or [])
+              for key, name in (("base_accuracy", "base classes"), ("novel_accuracy", "novel classes"),
+                                ("harmonic_mean", "harmonic mean of base and novel"))]
+    return _step_panels(groups, styles, panels, _step_numbers, xlabel="session", width=13.0, scenario=scenario,
+                        kind="base_novel", out=out, fmt=fmt,
+                        what="accuracy on base and on novel classes and their harmonic mean per session "
+                             "(novel and HM from session 2)")
+
+
+def _step_numbers(run: RunResult) -> list[int]:
+    """1-based experience (session) numbers of a run: the x values of the per-step panels."""
+    return list(range(1, len(run.seen_accuracy) + 1))
+
+
+def _step_panels(groups, styles, panels, x_of, *, xlabel: str, width: float, scenario: str, kind: str, out: Path,
+                 fmt: str, what: str) -> Figure:
+    """One row of panels sharing the y axis, each a curve per strategy of ``value(run)`` against ``x_of(run)``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.8), sharey=True)
+    for ax, (name, value) in zip(axes, panels):
+        _lines(ax, groups, styles, value, x_of)
+        ax.set(xlabel=xlabel, ylabel="accuracy (%)", title=name)
+        ax.set_xticks(sorted({t for runs in groups.values() for r in runs for t in x_of(r)}))
+    _legend(axes[-1])
     fig.suptitle(scenario)
-    path, png = _save(fig, out, f"{_safe(scenario)}__base_novel", fmt)
-    return Figure(path, png, _caption(f"{scenario}: accuracy on base and on novel classes and their harmonic mean per "
-                                      "session (novel and HM from session 2)", groups),
-                  scenario, "base_novel", _drawn(axes))
+    path, png = _save(fig, out, f"{_safe(scenario)}__{kind}", fmt)
+    return Figure(path, png, _caption(f"{scenario}: {what}", groups), scenario, kind, _drawn(axes))
 
 
 def _accuracy_matrix(runs: list[RunResult], out: Path, fmt: str) -> Figure:
