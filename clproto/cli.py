@@ -211,7 +211,8 @@ def cmd_run(args) -> int:
     scenario_path = definition_path(args.scenario, "scenario") if args.scenario else DEFAULTS / "split-digits.toml"
     strategy_paths = [definition_path(s, "strategy") for s in args.strategies]
     for p in strategy_paths:  # a second scenario among the strategies: say what to use instead
-        if "scenario" in read_toml(p) and "strategy" not in read_toml(p):
+        tables = read_toml(p)
+        if "scenario" in tables and "strategy" not in tables:
             raise ConfigError("is a scenario definition: `clproto run` takes one scenario and then strategies",
                               where=str(p), expected="`clproto sweep --scenario A.toml B.toml --strategy S.toml ...` "
                                                      "to run several scenarios")

@@ -579,31 +579,35 @@ def _check_not_locked(out: Path) -> None:
         return
     fd = os.open(out / LOCK_FILE, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _lock(fd, out)
         fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, out: Path) -> None:
+    """Take the advisory lock on ``fd`` without waiting; a sweep holding it already is a ConfigError."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise ConfigError("another sweep is running on this output folder", where=str(out),
                           expected="to wait for it to finish, or another --out") from None
-    finally:
-        os.close(fd)
 
 
 @contextmanager
 def _exclusive(out: Path) -> Iterator[None]:
     """Hold an advisory lock on ``<out>/.sweep.lock`` (released by the kernel even on kill -9)."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401 - only to know whether locks exist here (POSIX)
     except ImportError:  # not POSIX: no lock
         yield
         return
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ConfigError("another sweep is running on this output folder", where=str(out),
-                              expected="to wait for it to finish, or another --out") from None
+        _lock(fd, out)
         yield
     finally:
         os.close(fd)
