@@ -3,6 +3,8 @@
 #   sweeps/reference.toml          frozen-feature strategies (MobileNet features), full data, 5 seeds
 #   sweeps/reference-trained.toml  base-session ResNet-20 (FSCIL, 5 seeds); PRD / fine-tuning / joint (+ NMC) on a
 #                                  Split-CIFAR-10 subset, 3 seeds
+#   sweeps/reference-frozen-family.toml  SLDA, FeCAM, RanPAC, FeTrIL, SimpleCIL on the frozen features, 5 seeds
+#   sweeps/reference-avalanche.toml      Avalanche's trained strategies on the Split-CIFAR-10 subset, 3 seeds
 # Runs go to runs/reference/ (finished runs are skipped, so re-running resumes); extra arguments are
 # passed to both sweeps (e.g. --jobs 1). Writes reports/reference/machine.txt with the wall time, then copies the
 # reference tables into README.md (scripts/readme_reference.py).
@@ -13,6 +15,8 @@ CLPROTO="${CLPROTO:-.venv/bin/clproto}"
 start=$SECONDS
 "$CLPROTO" sweep sweeps/reference.toml --out runs/reference "$@"; rc1=$?
 "$CLPROTO" sweep sweeps/reference-trained.toml --out runs/reference "$@"; rc2=$?
+"$CLPROTO" sweep sweeps/reference-frozen-family.toml --out runs/reference "$@"; rc2=$(( rc2 | $? ))
+"$CLPROTO" sweep sweeps/reference-avalanche.toml --out runs/reference "$@"; rc2=$(( rc2 | $? ))
 "$CLPROTO" report runs/reference --out reports/reference --title "clproto reference comparison"; rc3=$?
 mkdir -p reports/reference
 {
