@@ -9,7 +9,7 @@ Python API (see the README)::
     print(result.metrics.final_accuracy)
 """
 
-__version__ = "0.1.0"
+from clproto._version import __version__  # noqa: F401 - clproto.__version__
 
 from clproto.config import StrategyConfig, named_scenario, named_strategy, parse_override
 from clproto.data import Dataset, load_dataset

@@ -40,12 +40,12 @@ _EVERY = re.compile(r"^model-exp(\d+)\.pt$")
 # --------------------------------------------------------------------------- saving and finding
 def save_model(path: Path, model, *, config: dict, config_hash: str, experience: int, classes_seen: list[int]) -> None:
     """Write a model file atomically (temporary file + rename)."""
-    from clproto.evaluation.results import write_atomic
+    from clproto.storage import write_torch_atomic
 
     payload = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": config, "config_hash": config_hash,
                "experience": int(experience), "classes_seen": [int(c) for c in classes_seen],
                "strategy": model.state_dict()}
-    write_atomic(path, lambda fh: torch.save(payload, fh))
+    write_torch_atomic(path, payload)
 
 
 def model_files(folder: Path) -> list[Path]:
@@ -214,7 +214,7 @@ def output_path(folder: Path, scenario_name: str) -> Path:
 
 
 def write_result(folder: Path, result: dict) -> Path:
-    from clproto.evaluation.results import write_json_atomic
+    from clproto.storage import write_json_atomic
 
     path = output_path(folder, result["scenario"])
     write_json_atomic(path, result)

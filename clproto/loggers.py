@@ -197,7 +197,7 @@ class RunLog:
         return buf.getvalue()
 
     def save(self, path: str | os.PathLike) -> None:
-        from clproto.evaluation.results import write_text_atomic
+        from clproto.storage import write_text_atomic
 
         write_text_atomic(path, self.csv_text())
 

@@ -37,23 +37,23 @@ from clproto.data.dataset import Dataset
 from clproto.data.sources import load_dataset
 from clproto.errors import ConfigError
 from clproto.evaluation.evaluator import Evaluator, StepEvaluation
-from clproto.evaluation.results import RunResult, Timings, write_atomic, write_json_atomic
+from clproto.evaluation.results import RunResult, Timings
 from clproto.features.backbone import extract_dataset_features, load_backbone
 from clproto.features.base_trained import base_trained_features, is_base_trained, parse_spec
 from clproto.kept_models import KEEP_MODEL, model_files, save_model
 from clproto.loggers import LOG_FILE, TENSORBOARD_DIR, LoggerSettings, RunLog
+from clproto.run_folder import CHECKPOINT, write_config, write_finished
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario, build_scenario
+from clproto.storage import write_torch_atomic
 from clproto.strategies import REGISTRY, Registry
 from clproto.strategies.base import ScenarioDescription
 
-CHECKPOINT = "checkpoint.pt"
-
 
 def versions() -> dict:
-    import clproto
+    from clproto._version import __version__
 
-    out = {"python": platform.python_version(), "clproto": clproto.__version__, "torch": torch.__version__,
+    out = {"python": platform.python_version(), "clproto": __version__, "torch": torch.__version__,
            "numpy": np.__version__, "platform": platform.platform(),
            # trained strategies' float reductions depend on it: identical numbers need the same count
            "torch_threads": torch.get_num_threads()}
@@ -172,7 +172,12 @@ class Runner:
 
     # ------------------------------------------------------------------ run
     def run(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, *, seed: int,
-            out_dir: str | os.PathLike | None = None, where: str = "scenario") -> RunResult:
+            out_dir: str | os.PathLike | None = None, where: str = "scenario", record: bool = True) -> RunResult:
+        """Run one (scenario, strategy, seed); with ``out_dir``, in its run folder (checkpoints, kept models, logs).
+
+        ``record=False``: leave log.csv and results.json to the caller (the sweep driver records
+        what its workers return with :func:`clproto.run_folder.write_finished`, as this method does).
+        """
         t_start = time.perf_counter()
         timings = Timings()
         notes: list[str] = []
@@ -189,7 +194,7 @@ class Runner:
         chash = run_hash(config)
         folder = run_dir(out_dir, scenario.name, strategy.name, seed) if out_dir is not None else None
         if folder is not None:
-            write_json_atomic(folder / "config.json", {**config, "config_hash": chash})
+            write_config(folder, config, chash)
 
         torch.manual_seed(seed)
         model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed)
@@ -279,11 +284,8 @@ class Runner:
             timings=timings,
             notes=notes,
         )
-        if folder is not None:
-            log.save(folder / LOG_FILE)  # before results.json: a finished run always has its whole log
-            result.save(folder / "results.json")
-            if ckpt is not None:
-                ckpt.unlink(missing_ok=True)
+        if folder is not None and record:
+            write_finished(folder, result, log_csv=log.csv_text())  # log.csv, results.json; the checkpoint goes
         return result
 
 
@@ -302,4 +304,4 @@ def _load_checkpoint(path: Path, notes: list[str]) -> Optional[dict]:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    write_atomic(path, lambda fh: torch.save(state, fh))  # temp file removed on any failure
+    write_torch_atomic(path, state)  # temp file removed on any failure

@@ -52,7 +52,7 @@ from clproto.config import (Override, check_overrides_used, config_diff, config_
                             named_strategy, parse_override, read_toml, to_plain)
 from clproto.config import ResolvedStrategy
 from clproto.errors import ConfigError
-from clproto.evaluation.results import write_text_atomic
+from clproto.storage import write_text_atomic
 from clproto.scenarios.config import ScenarioConfig
 from clproto.strategies.base import Registry
 
@@ -634,7 +634,7 @@ def run_sweep(
     Raises ConfigError (before any run starts) for conflicting output folders or definitions
     that fail to build (unknown dataset, class counts that do not add up, unknown backbone).
     """
-    from clproto.evaluation.results import write_json_atomic
+    from clproto.storage import write_json_atomic
     from clproto.progress import progress_bar
 
     t0 = time.perf_counter()
@@ -716,7 +716,8 @@ def _prepare_all(backend, todo: list[RunSpec], settings: dict, *, progress: bool
 
 def _record(spec: RunSpec, outcome: Outcome, out: Path, summary: SweepSummary) -> str:
     """Write what the driver must write for one finished task (results from Ray, or error.txt); return a log line."""
-    from clproto.evaluation.results import RunResult, write_json_atomic
+    from clproto.evaluation.results import RunResult
+    from clproto.storage import write_json_atomic
 
     folder = spec.folder(out)
     if outcome["status"] == "done":

@@ -14,8 +14,8 @@ from imagezips import image_folder_members, write_zip
 from clproto.cli import main
 from clproto.errors import ConfigError
 from clproto.features.backbone import PixelBackbone, extract_dataset_features, load_backbone
-from clproto.features.cache import (checksum, feature_entry, list_entries, open_array, read_entry, save_arrays,
-                                    write_entry)
+from clproto.features.cache import feature_entry, list_entries
+from clproto.storage import checksum, open_array, read_entry, save_arrays, write_entry
 
 
 class Counting(PixelBackbone):
@@ -225,7 +225,7 @@ def test_a_full_disk_in_any_write_of_an_entry_is_named(tmp_path, monkeypatch):
 
 
 def test_atomic_writers_leave_no_temp_file_and_name_a_full_disk(tmp_path, monkeypatch):
-    from clproto.evaluation.results import write_atomic, write_text_atomic
+    from clproto.storage import write_atomic, write_text_atomic
 
     target = tmp_path / "out" / "results.json"
     write_text_atomic(target, "old")
@@ -329,8 +329,6 @@ def test_cache_ls_lists_base_trained_backbones_and_match_follows_what_ls_prints(
 def test_a_killed_writers_temporary_folder_is_removed_by_the_next_writer(tmp_path):
     """A cache entry being written by a process that died (kill -9) leaves .tmp-<entry>-<pid>-*: cleaned next time."""
     import subprocess
-
-    from clproto.features.cache import write_entry
 
     proc = subprocess.Popen(["true"])
     proc.wait()  # a pid whose process has exited

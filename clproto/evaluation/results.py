@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, Optional
 
 from clproto.evaluation import metrics as M
-from clproto.errors import ConfigError
 from clproto.evaluation.evaluator import StepEvaluation
+from clproto.storage import write_json_atomic
 
 SCHEMA_VERSION = 1
 
@@ -153,45 +150,3 @@ class RunResult:
     def load(cls, path: str | os.PathLike) -> "RunResult":
         with open(path) as fh:
             return cls.from_dict(json.load(fh))
-
-
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None], *, nbytes: int | None = None) -> None:
-    """Call ``write(fh)`` on a temporary file in ``path``'s folder, fsync, then rename it over ``path``:
-    a reader (or a killed writer) only ever sees the old file or the whole new one.
-
-    Any failure removes the temporary file. A full disk (or quota) is a :class:`ConfigError`
-    naming ``path`` and, when given, the ``nbytes`` it needed; so is a folder that cannot be written.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            need = f"; writing it needs {nbytes} bytes" if nbytes is not None else ""
-            raise ConfigError(f"the disk is full ({os.strerror(exc.errno)}){need}; nothing was written",
-                              where=str(path), expected="free disk space, or --out on a larger disk") from exc
-        if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR):
-            raise ConfigError(f"cannot write here ({os.strerror(exc.errno)})", where=str(path),
-                              expected="a writable folder for --out") from exc
-        raise
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` (UTF-8) atomically with :func:`write_atomic`."""
-    data = text.encode("utf-8")
-    write_atomic(path, lambda fh: fh.write(data), nbytes=len(data))
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """JSON (indent 1, no NaN) written by :func:`write_text_atomic`."""
-    write_text_atomic(path, json.dumps(obj, indent=1, allow_nan=False) + "\n")

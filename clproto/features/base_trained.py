@@ -39,7 +39,7 @@ import torch
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
-from clproto.evaluation.results import write_atomic, write_text_atomic
+from clproto.storage import write_text_atomic, write_torch_atomic
 from clproto.features.backbone import extract_dataset_features
 from clproto.scenarios.scenario import Scenario
 from clproto.training.base_session import BaseTrainingConfig, TrainedBase, encode, train_base_session
@@ -151,7 +151,7 @@ def load_or_train(scenario: Scenario, spec: str, *, cache_dir: str | os.PathLike
         seconds = time.perf_counter() - t0
         state = dataclasses.asdict(trained)
         state["config"] = dataclasses.asdict(trained.config)
-        write_atomic(path, lambda fh: torch.save(state, fh))  # no temp file left, even on a full disk
+        write_torch_atomic(path, state)  # no temp file left, even on a full disk
         _write_log(path.with_suffix(".json"), trained, seconds, dataset=scenario.dataset, n_train=len(base.train_indices))
         note = f"base-trained backbone trained in {seconds:.0f} s ({path.name})"
     best = trained.best_val_accuracy

@@ -19,9 +19,10 @@ from typing import Optional
 import pandas as pd
 
 from clproto.errors import ConfigError
-from clproto.evaluation.results import RunResult, write_json_atomic, write_text_atomic
+from clproto.evaluation.results import RunResult
 from clproto.reports.collect import FEW_SHOT_METRICS, SUMMARY_METRICS, summary_frame
 from clproto.reports.pooling import pool
+from clproto.storage import write_json_atomic, write_text_atomic
 
 
 def _fmt(mean: float, std: float, n: int, seeds: int) -> str:

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from clproto.errors import ConfigError
-from clproto.evaluation.results import RunResult, write_text_atomic
+from clproto.evaluation.results import RunResult
 from clproto.reports.paired import ALPHA, TEST_NAMES, TESTS, WILCOXON_MIN_N, PairedDifference, pair_by_seed, paired_difference
+from clproto.storage import write_text_atomic
 
 # metric -> (title, higher is better)
 METRICS = {

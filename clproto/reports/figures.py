@@ -38,7 +38,8 @@ from typing import Callable, Optional
 import numpy as np
 
 from clproto.evaluation.metrics import old_new_accuracy
-from clproto.evaluation.results import RunResult, write_atomic
+from clproto.evaluation.results import RunResult
+from clproto.storage import write_atomic
 
 DPI = 150  # resolution of every PNG (shown at its natural size in report.html)
 FORMATS = ("png", "pdf")  # figure file formats; report.html always embeds PNG

@@ -18,10 +18,11 @@ import json
 from pathlib import Path
 from typing import Optional
 
-from clproto.evaluation.results import RunResult, write_text_atomic
+from clproto.evaluation.results import RunResult
 from clproto.reports.figures import Figure
 from clproto.reports.pooling import flatten, identity, without_seed
 from clproto.reports.tables import Cell, Table, to_html
+from clproto.storage import write_text_atomic
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;

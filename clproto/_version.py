@@ -1,0 +1,3 @@
+"""The package version (a leaf module: what records it imports nothing else of clproto)."""
+
+__version__ = "0.1.0"
