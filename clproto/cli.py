@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
 
+from clproto.cli_common import add_common, add_run_outputs, logger_settings, note_unkept, setup
 from clproto.errors import ConfigError
-from clproto.plugins import load_plugins  # noqa: F401 - re-exported: `from clproto.cli import load_plugins`
+from clproto.plugins import load_plugins
 
 DEFAULTS = Path(__file__).parent / "defaults"
 EPILOG = """examples:
@@ -23,44 +23,6 @@ EPILOG = """examples:
 
 Data are looked up under --data-root, else $CLPROTO_DATA, else ~/.cache/clproto/data;
 pretrained models under --models-root, else $CLPROTO_MODELS. Bad input exits with code 2."""
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("locations and resources")
-    g.add_argument("--data-root", metavar="DIR", help="where datasets live (default: $CLPROTO_DATA or ~/.cache/clproto/data)")
-    g.add_argument("--models-root", metavar="DIR", help="where pretrained models live (default: $CLPROTO_MODELS)")
-    g.add_argument("--cache-dir", metavar="DIR", help="decoded-image and feature cache (default: $CLPROTO_CACHE or ~/.cache/clproto/cache)")
-    g.add_argument("--threads", type=int, metavar="N", help="torch threads (default: all cores)")
-    g.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
-                   help="import a module or file whose register(registry) adds strategies (repeatable)")
-    g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def add_run_outputs(p: argparse.ArgumentParser) -> None:
-    """What runs write besides results.json and log.csv: kept models, TensorBoard / W&B mirrors (run and sweep)."""
-    g = p.add_argument_group("models and loggers (results.json and log.csv are always written)")
-    g.add_argument("--keep-model", choices=("last", "every"),
-                   help="keep the strategy's state (weights-only loadable): last = model.pt after the final experience, "
-                        "every = model-exp<k>.pt after each; re-score with `clproto evaluate` (default: keep nothing)")
-    g.add_argument("--logger", action="append", default=[], choices=("tensorboard", "wandb"),
-                   help="also log losses, accuracies and timings to TensorBoard (<run>/tensorboard) or W&B "
-                        "(optional extras: pip install 'clproto[tensorboard]' / 'clproto[wandb]'); repeatable")
-    g.add_argument("--wandb-project", default="clproto", metavar="NAME", help="W&B project (default: %(default)s)")
-    g.add_argument("--wandb-offline", action="store_true",
-                   help="W&B offline mode (also WANDB_MODE=offline); sync later with `wandb sync <run>/wandb`")
-
-
-def logger_settings(args):
-    """The --logger options as LoggerSettings; a mirror whose package is missing is an error (exit 2) before any run."""
-    from clproto.loggers import LoggerSettings, check_available
-
-    if args.wandb_offline and "wandb" not in args.logger:
-        raise ConfigError("--wandb-offline applies to the W&B logger only", where="--wandb-offline",
-                          expected="--logger wandb --wandb-offline")
-    settings = LoggerSettings(loggers=tuple(dict.fromkeys(args.logger)), wandb_project=args.wandb_project,
-                              wandb_offline=args.wandb_offline)
-    check_available(settings)
-    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature extractor for every features-strategy, e.g. torchscript:mobilenet_v1_1.0_224_imagenet.pt "
                         "or torchvision:resnet18 (same as --set strategy.backbone=SPEC)")
     add_run_outputs(p)
-    _common(p)
+    add_common(p)
 
     p = sub.add_parser("evaluate", help="re-score a kept model on the test sets of another scenario",
                        description="Rebuild the strategy of RUN_DIR (from its config.json), load its kept model "
@@ -114,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field of the scenario, e.g. scenario.test_per_class=50")
     p.add_argument("--model", metavar="FILE", help="model file in RUN_DIR, e.g. model-exp2.pt (default: model.pt, "
                                                     "else the last model-exp<k>.pt)")
-    _common(p)
+    add_common(p)
 
     p = sub.add_parser("report", help="tables and figures from results folders",
                        description="Collect results.json files under RUN_DIR(s) and write tables (Markdown, LaTeX, CSV; "
@@ -154,9 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-configs", action="store_true",
                    help="one row per configuration of a name, labelled by the fields that differ (as for report)")
 
-    from clproto.sweep import add_parser as add_sweep_parser
+    from clproto.sweep.cli import add_parser as add_sweep_parser
 
-    add_sweep_parser(sub, _common)
+    add_sweep_parser(sub)
 
     from clproto.cli_cache import add_parser as add_cache_parser
 
@@ -183,27 +145,15 @@ def definition_path(text: str, section: str) -> Path:
                       expected=f"a .toml file, or a name from `clproto list` (./{folder}/*.toml or built-in)")
 
 
-def _setup(args) -> None:
-    if getattr(args, "threads", None) is not None and args.threads < 1:
-        raise ConfigError("must be at least 1", where="--threads", value=args.threads)
-    if getattr(args, "no_progress", False):
-        os.environ["CLPROTO_PROGRESS"] = "0"
-    if getattr(args, "threads", None):
-        import torch
-
-        torch.set_num_threads(args.threads)
-
-
 # --------------------------------------------------------------------------- commands
 def cmd_run(args) -> int:
     """A sweep of one grid, run in this process: finished runs are skipped, a failed run leaves error.txt."""
     from clproto.config import load_scenario, load_strategy, read_toml
-    from clproto.progress import progress_enabled
     from clproto.reports.build import markdown_table, write_report
     from clproto.reports.collect import summary_frame
     from clproto.sweep import GridConfig, InProcessBackend, SweepConfig, check_out, expand_grid, run_sweep, worker_settings
 
-    _setup(args)
+    progress = setup(args)
     registry = load_plugins(args.plugin)
     overrides = list(args.overrides)
     if args.backbone:  # --backbone SPEC: every features-strategy's backbone
@@ -227,15 +177,15 @@ def cmd_run(args) -> int:
     threads = args.threads or _torch_threads()
     loggers = logger_settings(args)
     settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,
-                               models_root=args.models_root, cache_dir=args.cache_dir, progress=progress_enabled(),
-                               keep_model=args.keep_model, loggers=loggers.to_dict())
+                               models_root=args.models_root, cache_dir=args.cache_dir, keep_model=args.keep_model,
+                               loggers=loggers)
     summary = run_sweep(specs, out=out, backend=InProcessBackend(threads=threads), settings=settings,
-                        progress=progress_enabled(), summary_name=None, overwrite=args.overwrite, desc="run",
-                        announce=False)
+                        progress=progress, summary_name=None, overwrite=args.overwrite, desc="run", announce=False)
     results = _collect([out]) if summary.done or summary.skipped else []
     if results:  # the report covers every result under --out, not only this invocation's
         report_dir = out / "report"
-        write_report(results, report_dir, command=shlex.join(["clproto", "report", str(out), "--out", str(report_dir)]))
+        write_report(results, report_dir, command=shlex.join(["clproto", "report", str(out), "--out", str(report_dir)]),
+                     progress=progress)
         print()
         print(markdown_table(summary_frame(results)))
     line = (f"{summary.total} runs: {len(summary.done)} done, {len(summary.skipped)} already finished (skipped), "
@@ -251,18 +201,6 @@ def cmd_run(args) -> int:
     return 0
 
 
-def note_unkept(specs, out: Path, keep_model) -> None:
-    """--keep-model on runs finished earlier without it: they were skipped, so say where no model is kept."""
-    from clproto.kept_models import model_files
-
-    if not keep_model:
-        return
-    missing = [s.label for s in specs if (s.folder(out) / "results.json").exists() and not model_files(s.folder(out))]
-    if missing:
-        print(f"clproto: note: {len(missing)} run(s) finished earlier without --keep-model keep no model "
-              f"(e.g. {missing[0]}); use another --out to run them again with it", file=sys.stderr)
-
-
 def _torch_threads() -> int:
     import torch
 
@@ -273,14 +211,14 @@ def cmd_report(args) -> int:
     from clproto.reports.build import markdown_table, write_report
     from clproto.reports.collect import summary_frame
 
-    _setup(args)
+    progress = setup(args)
     results = _collect(args.runs, split_configs=args.split_configs)
     out = Path(args.out) if args.out else Path(args.runs[0]) / "report"
     command = ["clproto", "report", *args.runs, "--out", str(out)] + (["--title", args.title] if args.title != "clproto report" else [])
     command += (["--format", args.fmt] if args.fmt != "png" else []) + (["--split-configs"] if args.split_configs else [])
     command += ["--baseline", args.baseline] if args.baseline else []
     paths = write_report(results, out, title=args.title, fmt=args.fmt, command=shlex.join(command),
-                         baseline=args.baseline)
+                         baseline=args.baseline, progress=progress)
     print(markdown_table(summary_frame(results)))
     print(f"{len(results)} runs; wrote {len(paths)} files to {out}/ (tables.md/.tex/.csv, figures, report.html)")
     return 0
@@ -315,12 +253,11 @@ def _collect(paths, *, split_configs: bool = False) -> list:
 def cmd_evaluate(args) -> int:
     """Re-score a kept model on every experience of another scenario; write <run>/evaluate-<scenario>.json."""
     from clproto.config import named_scenario, parse_override
-    from clproto.kept_models import evaluate_kept, table, write_result
-    from clproto.progress import progress_enabled
+    from clproto.rescore import evaluate_kept, table, write_result
     from clproto.runner import Runner
-    from clproto.sweep import check_seeds
+    from clproto.sweep.grid import check_seeds
 
-    _setup(args)
+    progress = setup(args)
     registry = load_plugins(args.plugin)
     overrides = [parse_override(o) for o in args.overrides]
     if any(ov.target != "scenario" for ov in overrides):
@@ -333,7 +270,7 @@ def cmd_evaluate(args) -> int:
     scenario = named_scenario(scenario_path, overrides)
     seeds = check_seeds(args.seeds, where="--seeds") if args.seeds else None
     runner = Runner(registry=registry, data_root=args.data_root, models_root=args.models_root,
-                    cache_dir=args.cache_dir, progress=progress_enabled())
+                    cache_dir=args.cache_dir, progress=progress)
     result = evaluate_kept(Path(args.run), scenario, runner=runner, seeds=seeds, model_name=args.model,
                            scenario_where=str(scenario_path))
     path = write_result(Path(args.run), result)
@@ -373,10 +310,9 @@ def cmd_list(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from clproto.sweep import cmd_sweep as sweep
+    from clproto.sweep.cli import cmd_sweep as sweep
 
-    _setup(args)
-    return sweep(args, registry=load_plugins(args.plugin))
+    return sweep(args)
 
 
 def cmd_cache(args) -> int:

@@ -1,20 +1,20 @@
-"""Progress bars (tqdm) that stay quiet when not wanted."""
+"""Progress bars (tqdm) that stay quiet when not wanted.
+
+Whether bars are wanted is decided at the edge — the command line reads ``--no-progress`` and
+``CLPROTO_PROGRESS`` (:func:`clproto.cli_common.setup`) — and passed down as ``enabled``: nothing
+here reads or writes the environment.
+"""
 
 from __future__ import annotations
 
-import os
 from typing import Iterable, TypeVar
 
 T = TypeVar("T")
 
 
-def progress_enabled(requested: bool = True) -> bool:
-    return requested and os.environ.get("CLPROTO_PROGRESS", "1") != "0"
-
-
 def progress_bar(iterable: Iterable[T], *, desc: str, enabled: bool = True, total: int | None = None, unit: str = "it"):
-    """Wrap ``iterable`` in a tqdm bar on stderr (shown only for work longer than ~1 s)."""
-    if not progress_enabled(enabled):
+    """Wrap ``iterable`` in a tqdm bar on stderr (shown only for work longer than ~1 s); ``enabled=False``: as is."""
+    if not enabled:
         return iterable
     from tqdm.auto import tqdm
 

@@ -226,6 +226,8 @@ class Runner:
         label = f"{scenario.name}/{strategy.name}/seed{seed}"
         log = RunLog.open(self.loggers, folder=folder, label=label, config=config, rows=log_rows)
         loop_listeners = getattr(getattr(model, "loop", None), "listeners", None)
+        if hasattr(getattr(model, "loop", None), "progress"):  # the strategy's TrainingLoop draws bars as the runner does
+            model.loop.progress = self.progress
 
         def on_training(event) -> None:  # per-epoch mean loss of trained strategies
             if event.kind == "epoch_end":

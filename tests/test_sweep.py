@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from clproto.cli import load_plugins
-from clproto.config import load_strategy, parse_override
+from clproto.config import load_strategy, named_scenario, parse_override
 from clproto.errors import ConfigError
 from clproto.evaluation.results import RunResult
+from clproto.plugins import load_plugins
 from clproto.runner import Runner
-from clproto.sweep import (GridConfig, SweepConfig, expand_grid, load_sweep, named_scenario, plan, run_sweep,
-                           worker_settings)
-from clproto.sweep_ray import RayBackend, check_address
+from clproto.sweep.backends import LocalBackend, RayBackend, check_address
+from clproto.sweep.driver import run_sweep
+from clproto.sweep.grid import GridConfig, SweepConfig, expand_grid, load_sweep
+from clproto.sweep.plan import plan
+from clproto.sweep.tasks import WorkerSettings, worker_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = ROOT / "scenarios" / "split-digits.toml"
@@ -86,11 +88,11 @@ def test_grid_is_the_cross_product_with_vary_renaming(plugin):
                  vary={"strategy.params.metric": ["euclidean", "cosine"], "scenario.train_per_class": [5, 10]})
     specs = expand_grid(SweepConfig(), [grid], registry=plugin["registry"])
     assert len(specs) == 2 * 3 * 2 * 2  # strategies x seeds x metric x train_per_class
-    names = {(s.scenario, s.strategy) for s in specs}
+    names = {(s.scenario.name, s.strategy.name) for s in specs}
     assert ("split-digits@train_per_class=5", "nmc-pixels") in names  # euclidean is nmc-pixels' own value
     assert ("split-digits@train_per_class=10", "sleepy@metric=cosine") in names
     assert len({s.config_hash for s in specs}) == len(specs)
-    one = next(s for s in specs if s.strategy == "nmc-pixels@metric=cosine" and s.seed == 2)
+    one = next(s for s in specs if s.strategy.name == "nmc-pixels@metric=cosine" and s.seed == 2)
     assert one.config["strategy"]["params"]["metric"] == "cosine" and one.config["seed"] == 2
     assert one.config["scenario"]["train_per_class"] in (5, 10)
 
@@ -98,7 +100,7 @@ def test_grid_is_the_cross_product_with_vary_renaming(plugin):
 def test_a_strategy_renamed_by_override_is_still_addressed_by_its_defined_name(plugin):
     grid = _grid(set=["nmc-pixels.name=nmc-renamed", "nmc-pixels.params.metric=cosine"], seeds=[0])
     [spec] = expand_grid(SweepConfig(), [grid], registry=plugin["registry"])
-    assert spec.strategy == "nmc-renamed" and spec.config["strategy"]["params"]["metric"] == "cosine"
+    assert spec.strategy.name == "nmc-renamed" and spec.config["strategy"]["params"]["metric"] == "cosine"
     with pytest.raises(ConfigError, match="unknown section"):
         expand_grid(SweepConfig(), [_grid(set=["nmc-other.params.metric=cosine"])], registry=plugin["registry"])
 
@@ -116,7 +118,7 @@ def test_sweep_file_paths_are_relative_to_it(tmp_path, plugin):
                  f'[[grid]]\nscenarios = ["{rel}"]\nstrategies = ["{plugin["dir"] / "boom.toml"}"]\n')
     sweep, grids = load_sweep(f)
     specs = expand_grid(sweep, grids, registry=plugin["registry"], base_dir=f.parent, where=str(f))
-    assert [(s.strategy, s.seed, s.config["scenario"]["train_per_class"]) for s in specs] == [("boom", 3, 7), ("boom", 4, 7)]
+    assert [(s.strategy.name, s.seed, s.scenario.train_per_class) for s in specs] == [("boom", 3, 7), ("boom", 4, 7)]
 
 
 @pytest.mark.parametrize("text, message", [
@@ -178,7 +180,8 @@ def test_a_second_sweep_on_the_same_output_folder_is_refused(tmp_path, plugin):
     with open(tmp_path / ".sweep.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running sweep holds it
         with pytest.raises(ConfigError, match="another sweep is running"):
-            run_sweep(specs, out=tmp_path, backend=RayBackend(), settings={}, progress=False, log=lambda s: None)
+            run_sweep(specs, out=tmp_path, backend=RayBackend(), settings=WorkerSettings(), progress=False,
+                      log=lambda s: None)
     assert not list(tmp_path.rglob("*.json"))
 
 
@@ -275,8 +278,6 @@ def test_sweep_killed_with_sigkill_resumes_every_run_exactly_once(tmp_path, plug
 
 
 def test_a_run_that_kills_its_worker_is_isolated_and_recorded(tmp_path, plugin):
-    from clproto.sweep import LocalBackend
-
     (tmp_path / "die.toml").write_text('[strategy]\nname = "die"\nimplementation = "sleepy"\n'
                                        '[strategy.params]\nsleep = 0.05\ndie_seed = 1\n')
     specs = expand_grid(SweepConfig(seeds=[0, 1, 2]), [_grid(strategies=[str(tmp_path / "die.toml")])],
@@ -304,10 +305,10 @@ def test_ray_local_backend_runs_and_survives_a_failing_run(tmp_path, plugin):
     assert len(summary.done) == 2 and len(summary.failed) == 2 and summary.backend == "ray"
     assert "boom at experience 1" in (tmp_path / "split-digits@train_per_class=20" / "boom" / "seed1" / "error.txt").read_text()
     # the driver wrote what the Ray workers returned; same numbers as an in-process run
-    spec = next(s for s in specs if s.strategy == "nmc-pixels" and s.seed == 1)
+    spec = next(s for s in specs if s.strategy.name == "nmc-pixels" and s.seed == 1)
     scenario = named_scenario(DIGITS, [parse_override("scenario.train_per_class=20")])
     local = Runner(progress=False).run(scenario, load_strategy(NMC_PIXELS, plugin["registry"]), seed=1)
     remote = RunResult.load(spec.folder(tmp_path) / "results.json")
     assert remote.config_hash == local.config_hash == spec.config_hash
     assert remote.accuracy_matrix == local.accuracy_matrix
-    assert plan(specs, tmp_path)[1] == [s for s in specs if s.strategy == "nmc-pixels"]  # failed ones stay to do
+    assert plan(specs, tmp_path)[1] == [s for s in specs if s.strategy.name == "nmc-pixels"]  # failed ones stay to do

@@ -14,8 +14,9 @@ import torch
 
 from clproto.cli import main
 from clproto.config import load_scenario, load_strategy, parse_override
-from clproto.kept_models import load_model, score_scenario
+from clproto.kept_models import load_model
 from clproto.loggers import COLUMNS, LoggerSettings, read_log
+from clproto.rescore import score_scenario
 from clproto.runner import Runner, run_dir
 from clproto.strategies import REGISTRY
 from clproto.strategies.nmc import NMC
@@ -367,10 +368,13 @@ def test_evaluate_refuses_damaged_and_crafted_model_files_without_running_them(r
 
 
 def test_a_backend_whose_workers_return_results_gets_log_csv_written_by_the_driver(tmp_path):
-    from clproto.sweep import GridConfig, InProcessBackend, SweepConfig, expand_grid, run_sweep, worker_settings
+    from clproto.sweep.backends import InProcessBackend
+    from clproto.sweep.driver import run_sweep
+    from clproto.sweep.grid import GridConfig, SweepConfig, expand_grid
+    from clproto.sweep.tasks import worker_settings
 
     class Remote(InProcessBackend):  # as Ray's: the worker runs without a folder and returns its data
-        writes_results = False
+        shares_files = False
 
     specs = expand_grid(SweepConfig(), [GridConfig(scenarios=[SCENARIO], strategies=[NMC_PIXELS])], registry=REGISTRY,
                         extra_overrides=SMALL[:2], seeds=[0])
