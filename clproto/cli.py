@@ -173,7 +173,7 @@ def cmd_run(args) -> int:
     grid = GridConfig(scenarios=[str(scenario_path.resolve())], strategies=[str(p.resolve()) for p in strategy_paths])
     specs = expand_grid(SweepConfig(), [grid], registry=registry, where=str(scenario_path),
                         extra_overrides=overrides, seeds=list(args.seeds))
-    out = check_out(Path(args.out) if args.out else Path("runs") / specs[0].scenario)
+    out = check_out(Path(args.out) if args.out else Path("runs") / specs[0].scenario.name)
     threads = args.threads or _torch_threads()
     loggers = logger_settings(args)
     settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,

@@ -141,6 +141,17 @@ def test_packaged_default_matches_repo_definition():
     assert packaged.read_text() == (ROOT / "scenarios" / "split-digits.toml").read_text()
 
 
+def test_default_output_folders_are_named_after_the_scenario_and_the_sweep(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    small = ["--seeds", "0", "--no-progress", "--set", "scenario.train_per_class=10"]
+    assert main(["run", SCENARIO, NMC, *small]) == 0
+    sc = "split-digits@train_per_class=10"
+    assert (tmp_path / "runs" / sc / sc / "nmc-pixels/seed0/results.json").is_file()  # runs/<scenario>/<run folders>
+    assert main(["sweep", "--scenario", SCENARIO, "--strategy", NMC, "--jobs", "1", *small]) == 0
+    assert (tmp_path / "runs/sweep" / sc / "nmc-pixels/seed0/results.json").is_file()
+    assert (tmp_path / "runs/sweep/sweep.json").is_file()
+
+
 def test_definitions_can_be_given_by_name(tmp_path, monkeypatch, capsys):
     """`clproto run split-digits nmc-pixels`: names from `clproto list` (./scenarios/, ./strategies/, built-in)."""
     monkeypatch.chdir(tmp_path)  # no ./scenarios here: the built-in definitions answer
