@@ -93,11 +93,11 @@ def write_torch_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
+# --------------------------------------------------------------------------- checksummed entries
 class CorruptEntry(Exception):
     """An entry whose files disagree with its meta.json (checksum, shape or missing file)."""
 
 
-# --------------------------------------------------------------------------- checksummed entries
 def checksum(array: np.ndarray, *, chunk: int = 1 << 24) -> str:
     """blake2b of an array's bytes, read in chunks (works on memory maps without copying them)."""
     h = hashlib.blake2b(digest_size=20)
