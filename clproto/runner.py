@@ -262,6 +262,8 @@ class Runner:
                 loop_listeners.remove(on_training)
             log.close(ok)
         self.last_log = log  # the rows of the latest run (a remote worker returns them to the driver)
+        if hasattr(model, "run_notes"):  # what the strategy chose while fitting (e.g. TEEN's validated α, τ)
+            notes.extend(model.run_notes())
         result = RunResult.from_steps(
             steps,
             few_shot=sc.is_few_shot,

@@ -19,6 +19,8 @@ before the first experience, with the scenario's :class:`ScenarioDescription`: i
 (class count and order, each experience's classes and training-set size, the input shape), never
 samples. Strategies that must know the whole stream up front (Avalanche's iCaRL reads
 ``benchmark.n_classes_per_exp``) take it from there; a strategy without the hook never sees it.
+``run_notes() -> list[str]`` — what the strategy decided while fitting (e.g. TEEN's α and τ chosen on the base
+session), appended to the run's ``notes`` in results.json.
 ``checkpoint_runs = False`` — a class attribute: the runner does not checkpoint it after every experience
 (training-free strategies refit faster than they would write their statistics); ``state_dict`` then serves
 ``--keep-model`` only.
