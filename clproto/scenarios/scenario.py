@@ -26,18 +26,11 @@ _ORDER, _TRAIN_CAP, _TEST_CAP, _SHOTS = 0, 1, 2, 3
 class Experience:
     """One step of the stream: the classes it introduces and its train/test samples.
 
-    What a strategy's ``fit_experience`` receives. The samples stay in ``dataset``; the experience
-    holds indices into it (``train_indices``, ``test_indices``), read as tensors by ``train_x`` /
-    ``train_y`` (``(n, ...)`` inputs, ``(n,)`` labels), ``test_x`` / ``test_y`` or, for large
-    experiences, :meth:`train_chunks`. ``classes`` are the labels it introduces,
-    ``seen_classes`` every label introduced so far (in arrival order) and ``num_classes`` the width of
-    every score vector. Built by :class:`Scenario`, not by hand.
-
-    Example::
-
-        for experience in scenario:  # a clproto.Scenario
-            x, y = experience.train_x, experience.train_y
-            print(experience.index, experience.classes, tuple(x.shape), len(y))
+    What a strategy's ``fit_experience`` receives (built by :class:`Scenario`, not by hand): indices
+    into ``dataset``, read as tensors by ``train_x`` / ``train_y`` (``(n, ...)`` inputs, ``(n,)``
+    labels), ``test_x`` / ``test_y`` or :meth:`train_chunks`; ``classes`` it introduces,
+    ``seen_classes`` so far in arrival order, ``num_classes`` the width of every score vector.
+    Example: ``for exp in scenario: print(exp.index, exp.classes, tuple(exp.train_x.shape))``.
     """
 
     index: int  # position in the stream, 0-based
@@ -84,26 +77,22 @@ class Experience:
 class Scenario(Sequence[Experience]):
     """An ordered, immutable sequence of experiences cut from one dataset.
 
-    Behaves like a read-only sequence of :class:`Experience` (``len``, indexing, iteration).
-    Usually built from a definition by :func:`build_scenario`; the keyword-only constructor takes
-    the cut directly: ``name``, ``kind`` (``"class-incremental"`` or ``"few-shot"``), the
-    ``dataset``, ``class_order`` (every class in arrival order), ``experience_classes`` (the classes
-    of each experience), ``train_indices`` / ``test_indices`` (per experience, indices into the
-    dataset's splits) and the ``seed`` it was built with. :meth:`with_dataset` gives the same
-    experiences over other inputs (e.g. backbone features).
+    A read-only sequence of :class:`Experience` (``len``, indexing, iteration), usually built by
+    :func:`build_scenario`. The keyword-only constructor takes a cut directly: ``name``, ``kind``
+    (``"class-incremental"`` or ``"few-shot"``), ``dataset``, ``class_order`` (arrival order),
+    ``experience_classes``, ``train_indices`` / ``test_indices`` (per experience, into the dataset's
+    splits) and ``seed``. :meth:`with_dataset` gives the same experiences over other inputs (features).
 
     Example::
 
-        from clproto import Scenario, load_dataset
+        import clproto
 
-        ds = load_dataset("digits")
-        first, second = [0, 1, 2], [3, 4]
+        ds = clproto.load_dataset("digits")
         pick = lambda y, classes: [i for i, c in enumerate(y) if c in classes]
-        scenario = Scenario(name="two-steps", kind="class-incremental", dataset=ds, class_order=first + second,
-                            experience_classes=[first, second],
-                            train_indices=[pick(ds.train_y, first), pick(ds.train_y, second)],
-                            test_indices=[pick(ds.test_y, first), pick(ds.test_y, second)], seed=0)
-        print(scenario)  # Scenario('two-steps', kind='class-incremental', experiences=2, ...)
+        scenario = clproto.Scenario(name="two-steps", kind="class-incremental", dataset=ds, class_order=range(5),
+                                    experience_classes=[[0, 1, 2], [3, 4]], seed=0,
+                                    train_indices=[pick(ds.train_y, {0, 1, 2}), pick(ds.train_y, {3, 4})],
+                                    test_indices=[pick(ds.test_y, {0, 1, 2}), pick(ds.test_y, {3, 4})])
     """
 
     def __init__(
@@ -186,20 +175,11 @@ class Scenario(Sequence[Experience]):
 def build_scenario(config: ScenarioConfig, dataset: Dataset, *, seed: int, where: str = "scenario") -> Scenario:
     """Cut ``dataset`` into experiences as ``config`` says, with ``seed`` for every random choice.
 
-    ``config``: a :class:`~clproto.scenarios.ScenarioConfig`; ``dataset``: a
-    :class:`~clproto.data.Dataset` (:func:`clproto.load_dataset`); ``seed``: draws the class order
-    (``class_order = "random"``), the per-class caps and the few-shot samples, each from its own
-    stream; ``where``: the name errors report (e.g. the definition file). Deterministic: the same
-    arguments give the same scenario. Raises :class:`~clproto.errors.ConfigError` for a cut the
-    dataset cannot give (too few classes or shots, unknown class names, ...).
-
-    Example::
-
-        from clproto import ScenarioConfig, build_scenario, load_dataset
-
-        config = ScenarioConfig(name="split-digits", dataset="digits", increment=2)
-        scenario = build_scenario(config, load_dataset("digits"), seed=0)
-        print([e.classes for e in scenario])  # 5 experiences of 2 classes, in the order seed 0 draws
+    ``config``: a :class:`~clproto.scenarios.ScenarioConfig`; ``dataset``: a :class:`~clproto.data.Dataset`
+    (:func:`clproto.load_dataset`); ``seed``: draws the class order, per-class caps and few-shot samples,
+    each from its own stream (same arguments, same scenario); ``where``: the name errors report. A cut
+    the dataset cannot give is a :class:`~clproto.errors.ConfigError`. Example:
+    ``build_scenario(ScenarioConfig(name="split-digits", dataset="digits", increment=2), load_dataset("digits"), seed=0)``.
     """
     if config.kind not in KINDS:
         raise ConfigError("unknown scenario kind", where=where, field="kind", value=config.kind,
