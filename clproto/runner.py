@@ -102,7 +102,35 @@ def resolved_config(scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: 
 
 @dataclass
 class Runner:
-    """Loads data once and runs (scenario, strategy, seed) triples. Keyword-only fields."""
+    """Runs (scenario, strategy, seed) triples: trains each experience, evaluates, writes the results.
+
+    One runner loads each dataset and extracts each backbone's features once, and shares them
+    with every run that needs them (the CLI, sweeps and the Python API all run through it).
+    Keyword-only fields, each optional:
+
+    * ``registry`` — where a definition's ``implementation`` is looked up (default:
+      :data:`clproto.REGISTRY`; pass a copy with your own strategies registered);
+    * ``data_root``, ``models_root``, ``cache_dir`` — folders of datasets, backbone files and the
+      feature cache (default: ``CLPROTO_DATA`` / ``CLPROTO_MODELS`` / ``CLPROTO_CACHE``, else the
+      user cache), as ``--data-root`` / ``--models-root`` / ``--cache-dir``;
+    * ``progress`` — show progress bars; ``eval_batch_size`` — test samples per ``predict_scores`` call;
+    * ``keep_model`` — ``None``, ``"last"`` (``model.pt``) or ``"every"`` (``model-exp<k>.pt``);
+    * ``loggers`` — mirrors of ``log.csv`` (TensorBoard, W&B), see :mod:`clproto.loggers`.
+
+    :meth:`run` returns a :class:`~clproto.evaluation.RunResult` (and, given ``out_dir``, writes
+    ``config.json``, ``log.csv`` and ``results.json`` under ``<out_dir>/<scenario>/<strategy>/seed<k>/``);
+    :meth:`check` validates a run without running it.
+
+    Example (from the repository root)::
+
+        import clproto
+
+        scenario = clproto.load_scenario("scenarios/split-digits.toml")
+        strategy = clproto.load_strategy("strategies/nmc-pixels.toml")
+        runner = clproto.Runner(progress=False)
+        result = runner.run(scenario, strategy, seed=0)  # out_dir="runs" would also write the files
+        print(result.metrics.final_accuracy, result.accuracy_matrix[-1])
+    """
 
     registry: Registry = REGISTRY  # where strategy implementations are looked up
     data_root: Optional[str] = None  # --data-root / CLPROTO_DATA / user cache
@@ -123,16 +151,20 @@ class Runner:
 
     # ------------------------------------------------------------------ data
     def dataset(self, spec: str, *, where: str = "scenario") -> Dataset:
+        """The dataset ``spec`` names (see :mod:`clproto.data.sources`), loaded once per runner."""
         if spec not in self._datasets:
             self._datasets[spec] = load_dataset(spec, data_root=self.data_root, cache_dir=self.cache_dir,
                                                 where=where, progress=self.progress)
         return self._datasets[spec]
 
     def scenario(self, config: ScenarioConfig, *, seed: int, where: str = "scenario") -> Scenario:
+        """The :class:`~clproto.scenarios.Scenario` that ``config`` and ``seed`` define, on this runner's dataset."""
         return build_scenario(config, self.dataset(config.dataset, where=where), seed=seed, where=where)
 
     def features(self, dataset: Dataset, backbone_spec: str, *, where: str = "strategy",
                  scenario: Optional[Scenario] = None) -> tuple[Dataset, str, float]:
+        """``dataset`` with its images replaced by ``backbone_spec``'s features, once per runner: ``(features,
+        cache note, extraction seconds)``. A base-trained backbone also needs the ``scenario`` it trains on."""
         if is_base_trained(backbone_spec):  # trained on `scenario`'s base session, see clproto.features.base_trained
             if scenario is None:
                 raise ConfigError("a base-trained backbone needs a scenario", where=where, field="backbone", value=backbone_spec)
@@ -173,6 +205,21 @@ class Runner:
     # ------------------------------------------------------------------ run
     def run(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, *, seed: int,
             out_dir: str | os.PathLike | None = None, where: str = "scenario") -> RunResult:
+        """Run ``strategy`` on ``scenario`` with ``seed`` and return its :class:`~clproto.evaluation.RunResult`.
+
+        ``scenario``: a scenario definition (:func:`clproto.load_scenario`); ``strategy``: a resolved
+        strategy definition (:func:`clproto.load_strategy`); ``seed``: every random choice of the run
+        (class order, samples, initialisation) derives from it, so the same arguments give the same
+        numbers. For each experience the strategy's ``fit_experience`` is called, then the
+        :class:`~clproto.evaluation.Evaluator` fills row ``t`` of the accuracy matrices.
+
+        ``out_dir``: if given, the run writes ``config.json``, ``log.csv`` and ``results.json`` into
+        ``<out_dir>/<scenario>/<strategy>/seed<k>/`` (atomically; a failed run writes no
+        ``results.json``), and a strategy with ``state_dict`` is checkpointed after every experience,
+        so a restarted run of the same configuration resumes from its last checkpoint. ``where``: the name bad scenario input is reported under.
+        Raises :class:`~clproto.errors.ConfigError` for bad input (unknown implementation, a
+        scenario kind the strategy refuses, a missing backbone, ...).
+        """
         t_start = time.perf_counter()
         timings = Timings()
         notes: list[str] = []
