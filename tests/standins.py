@@ -8,7 +8,6 @@ JPEG/PNG images of varying sizes, named as the published index lists name them.
 
 from __future__ import annotations
 
-import gzip
 import io
 import pickle
 import tarfile
@@ -49,7 +48,7 @@ def write_cifar100(data_root: Path, train_y: np.ndarray, test_y: np.ndarray, *, 
     folder = data_root / "torchvision"
     members, out = {}, {}
     for split, y in (("train", train_y), ("test", test_y)):
-        data = rng.integers(0, 256, (len(y), 3072), dtype=np.uint8)  # (N, 3 x 32 x 32), channel-major rows
+        data = np.frombuffer(rng.bytes(len(y) * 3072), np.uint8).reshape(len(y), 3072)  # (N, 3 x 32 x 32), channel-major
         members[split] = pickle.dumps({"batch_label": f"{split} batch", "fine_labels": [int(v) for v in y],
                                        "coarse_labels": [int(v) // 5 for v in y],
                                        "filenames": [f"img_{i}.png" for i in range(len(y))], "data": data}, protocol=2)
@@ -169,5 +168,3 @@ def write_imagenet_variant(root: Path, *, classes: int, per_class: int | tuple[i
     return write_files(root, files)
 
 
-def gz(text: str) -> bytes:
-    return gzip.compress(text.encode())
