@@ -194,3 +194,27 @@ def test_an_index_entry_that_is_neither_an_index_nor_a_path_of_the_dataset_is_na
     with pytest.raises(ConfigError) as err:
         build_scenario(config, tiny_dataset, seed=0)
     assert err.value.where.endswith("session_2.txt") and "entry '12a' is not a training-set index" in str(err.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s[:24] + [s[0].replace("MINI-ImageNet/", "other/copy/")], "1 image(s) listed more than once"),
+    (lambda s: s[:24], "session 2 lists 24 images of 5 classes"),
+    (lambda s: s[:24] + ["MINI-ImageNet/train/n09999999/n0999999900000001.jpg"],
+     "1 of 25 entries name images it does not hold of dataset 'mini': 'MINI-ImageNet/train/n09999999/"),
+], ids=["same-image-two-spellings", "ways-x-shots", "missing"])
+def test_bad_path_named_lists_name_their_file(tmp_path, edit, message):
+    """The shipped miniImageNet lists, edited, on an in-memory stand-in holding exactly their images."""
+    lists = reduced_lists("fscil-topic/mini_imagenet", tmp_path / "lists", base_per_class=1)
+    names = listed_names(lists)
+    folders = sorted({n.split("/")[0] for n in names})
+    y = np.array([folders.index(n.split("/")[0]) for n in names])
+    data = make_tiny_dataset(num_classes=100, train_per_class=1, test_per_class=1, size=1)
+    data = type(data)("mini", np.zeros((len(y), 1, 1, 3), np.uint8), y, data.test_x, data.test_y, tuple(folders),
+                      "mini", train_names=tuple(f"train/{n}" for n in names))
+    session = tmp_path / "lists" / "session_2.txt"
+    session.write_text("".join(f"{e}\n" for e in edit(session.read_text().split())))
+    config = load_scenario(ROOT / "scenarios" / "fscil-miniimagenet.toml", overrides=[
+        parse_override(f'scenario.index_lists="{tmp_path / "lists"}"')])
+    with pytest.raises(ConfigError) as err:
+        build_scenario(config, data, seed=0)
+    assert err.value.where == str(session) and message in str(err.value)
