@@ -43,7 +43,8 @@ def test_every_builtin_kind_is_registered_once_and_listed():
                      "miniimagenet", "cub200", "imagenet-r", "imagenet-a"]
     from clproto.data import DATASET_KINDS
 
-    assert DATASET_KINDS["cub200:PATH[?size=224&fit=crop]"].startswith("CUB-200-2011")
+    assert DATASET_KINDS["cub200:PATH"].startswith("CUB-200-2011")
+    assert DATASET_KINDS["cub200:PATH"].endswith("; options ?size=224&fit=crop")
     assert len(DATASET_KINDS) == len(names)
 
 
@@ -56,7 +57,7 @@ def test_registration_is_explicit_and_refuses_a_second_kind_of_the_same_name():
         DatasetKind("a:b", _constant, "bad name")
     with pytest.raises(TypeError):
         DatasetKind("opts", _constant, "options must be a dataclass", options=dict)
-    assert kinds.summaries()["const:PATH[?n=3&scale=1.0&flip=False&tag=x]"] == "a test kind"
+    assert kinds.summaries()["const:PATH"] == "a test kind; options ?n=3&scale=1.0&flip=False&tag=x"
 
 
 def test_a_registered_kind_loads_with_typed_options(tmp_path):

@@ -63,10 +63,19 @@ class DatasetKind:
             raise TypeError(f"dataset kind {self.name!r}: load must be callable")
 
     @property
+    def form(self) -> str:
+        """The spec without options: ``cub200:PATH``."""
+        return self.name + (":PATH" if self.path == "required" else "")
+
+    @property
+    def option_defaults(self) -> str:
+        """``size=224&fit=crop``: every option with its default ("" without options)."""
+        return "&".join(f"{f.name}={f.default}" for f in dataclasses.fields(self.options)) if self.options else ""
+
+    @property
     def usage(self) -> str:
-        """How a spec of this kind is written, e.g. ``cub200:PATH[?size=224]``."""
-        opts = "&".join(f"{f.name}={f.default}" for f in dataclasses.fields(self.options)) if self.options else ""
-        return self.name + (":PATH" if self.path == "required" else "") + (f"[?{opts}]" if opts else "")
+        """How a spec of this kind is written, e.g. ``cub200:PATH[?size=224&fit=crop]``."""
+        return self.form + (f"[?{self.option_defaults}]" if self.options else "")
 
 
 class DatasetKinds:
@@ -105,19 +114,19 @@ class DatasetKinds:
 
 
 class Summaries(Mapping[str, str]):
-    """A live ``{usage: summary}`` view of a registry (what `clproto list` prints)."""
+    """A live ``{form: summary (options and defaults)}`` view of a registry (what `clproto list` prints)."""
 
     def __init__(self, kinds: DatasetKinds) -> None:
         self._kinds = kinds
 
-    def __getitem__(self, usage: str) -> str:
+    def __getitem__(self, form: str) -> str:
         for k in self._kinds:
-            if k.usage == usage:
-                return k.summary
-        raise KeyError(usage)
+            if k.form == form:
+                return k.summary + (f"; options ?{k.option_defaults}" if k.options else "")
+        raise KeyError(form)
 
     def __iter__(self) -> Iterator[str]:
-        return (k.usage for k in self._kinds)
+        return (k.form for k in self._kinds)
 
     def __len__(self) -> int:
         return sum(1 for _ in self._kinds)

@@ -51,7 +51,7 @@ def default_dataset_kinds() -> DatasetKinds:
 
 
 DATASETS = default_dataset_kinds()
-DATASET_KINDS = DATASETS.summaries()  # {usage: summary}, live (what `clproto list` prints)
+DATASET_KINDS = DATASETS.summaries()  # {"KIND[:PATH]": summary and options}, live (what `clproto list` prints)
 
 
 def load_dataset(
