@@ -25,7 +25,8 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -140,13 +141,20 @@ class Runner:
     eval_batch_size: int = 1024  # test samples scored per call to predict_scores
     keep_model: Optional[str] = None  # --keep-model: None, "last" (model.pt) or "every" (model-exp<k>.pt)
     loggers: LoggerSettings = LoggerSettings()  # --logger: mirrors of log.csv (TensorBoard, W&B)
+    # datasets given by the caller, by the `dataset` string scenarios name them with (e.g. {"tiny": dataset}):
+    # used instead of loading; any other spec is loaded through the dataset kinds (clproto.data.sources)
+    datasets: Mapping[str, Dataset] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.keep_model not in KEEP_MODEL:
             raise ConfigError("unknown --keep-model value", where="--keep-model", value=self.keep_model,
                               expected="last or every")
         self.last_log: Optional[RunLog] = None  # the log of the latest run
-        self._datasets: dict[str, Dataset] = {}
+        for spec, given in self.datasets.items():
+            if not isinstance(spec, str) or not isinstance(given, Dataset):
+                raise TypeError(f"Runner(datasets=...): {spec!r} must map a dataset string to a clproto Dataset, "
+                                f"not {type(given).__name__}")
+        self._datasets: dict[str, Dataset] = dict(self.datasets)  # loaded (or given) once, by spec
         self._features: dict[tuple[str, str], tuple[Dataset, str, float]] = {}
 
     # ------------------------------------------------------------------ data
