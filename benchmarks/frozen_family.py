@@ -75,8 +75,8 @@ def main() -> int:
     entries = [e for e in REGISTRY if e.cls.input_kind == "features"]
     skipped = [e.name for e in entries if "class-incremental" not in e.scenario_kinds]
     entries = [e for e in entries if "class-incremental" in e.scenario_kinds and (not args.strategies or e.name in args.strategies)]
-    runner = Runner(progress=False)
     if args.features == "real":
+        runner = Runner(progress=False)
         scenario = load_scenario(ROOT / "scenarios" / "split-cifar10.toml")
         backbone = BACKBONE
         t0 = time.perf_counter()
@@ -87,7 +87,7 @@ def main() -> int:
         scenario = ScenarioConfig(name="split-synthetic-cifar10", dataset="synthetic", increment=2)
         backbone = "pixels"  # never applied: the runner is handed the features directly
         feats = synthetic_features(args.seed)
-        runner._datasets["synthetic"] = feats
+        runner = Runner(progress=False, datasets={"synthetic": feats})
         runner._features[(feats.identity, backbone)] = (feats, "synthetic features", 0.0)
         what = ("synthetic: random non-negative 512-d features, 50000 train / 10000 test, 10 classes "
                 "(same shapes and work as the real features; the accuracies mean nothing)")

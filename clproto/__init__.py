@@ -23,8 +23,15 @@ from clproto.strategies import REGISTRY, Registry, Strategy
 def load_scenario(path, *, overrides=()):
     """Read a scenario definition; ``overrides`` are ``"scenario.key=value"`` strings.
 
-    As on the command line, a scenario whose fields the overrides change is named by them
-    (``split-digits@test_per_class=20``), unless an override sets ``scenario.name`` itself.
+    ``path``: a TOML file with a ``[scenario]`` table. Returns a :class:`ScenarioConfig`; a
+    :class:`ConfigError` names the file and field of bad input. As on the command line, a scenario
+    whose fields the overrides change is named by them (``split-digits@test_per_class=20``), unless
+    an override sets ``scenario.name`` itself.
+
+    Example::
+
+        scenario = clproto.load_scenario("scenarios/split-digits.toml", overrides=["scenario.test_per_class=20"])
+        print(scenario.name)  # split-digits@test_per_class=20
     """
     from pathlib import Path
 
@@ -34,7 +41,16 @@ def load_scenario(path, *, overrides=()):
 def load_strategy(path, *, registry=None, overrides=()):
     """Read a strategy definition and check it against ``registry`` (default: :data:`REGISTRY`).
 
-    Overrides that change it name it, as on the command line (``teen@alpha=0.25``).
+    ``path``: a TOML file with a ``[strategy]`` table; its ``implementation`` must be registered
+    and ``[strategy.params]`` must fit that class's ``Config``. ``overrides``: ``"strategy.key=value"``
+    strings; overrides that change it name it, as on the command line (``teen@alpha=0.25``).
+    Returns the resolved strategy :meth:`Runner.run` takes; a :class:`ConfigError` names the file
+    and field of bad input.
+
+    Example::
+
+        strategy = clproto.load_strategy("strategies/nmc.toml", overrides=["strategy.params.metric=cosine"])
+        print(strategy.name)  # nmc@metric=cosine
     """
     from pathlib import Path
 

@@ -11,8 +11,17 @@ from __future__ import annotations
 class ConfigError(ValueError):
     """Bad user input, with enough context to fix it.
 
-    ``where`` names the file (or ``--set``/argument) and ``field`` the key inside it;
-    ``expected`` says what would have been accepted.
+    ``message`` says what is wrong; the keyword-only ``where`` names the file (or ``--set``/argument),
+    ``field`` the key inside it, ``value`` the offending value and ``expected`` what would have been
+    accepted; ``str(error)`` joins them into the one line the CLI prints. A ``ValueError``.
+
+    Example::
+
+        from clproto import ConfigError
+
+        err = ConfigError("must be positive", where="scenarios/mine.toml", field="increment", value=-2,
+                          expected="1 or more")
+        print(err)  # scenarios/mine.toml, field 'increment': must be positive (got -2); expected 1 or more
     """
 
     def __init__(

@@ -25,7 +25,8 @@ import os
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
@@ -102,7 +103,35 @@ def resolved_config(scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: 
 
 @dataclass
 class Runner:
-    """Loads data once and runs (scenario, strategy, seed) triples. Keyword-only fields."""
+    """Runs (scenario, strategy, seed) triples: trains each experience, evaluates, writes the results.
+
+    One runner loads each dataset and extracts each backbone's features once, and shares them
+    with every run that needs them (the CLI, sweeps and the Python API all run through it).
+    Keyword-only fields, each optional:
+
+    * ``registry`` — where a definition's ``implementation`` is looked up (default:
+      :data:`clproto.REGISTRY`; pass a copy with your own strategies registered);
+    * ``data_root``, ``models_root``, ``cache_dir`` — folders of datasets, backbone files and the
+      feature cache (default: ``CLPROTO_DATA`` / ``CLPROTO_MODELS`` / ``CLPROTO_CACHE``, else the
+      user cache), as ``--data-root`` / ``--models-root`` / ``--cache-dir``;
+    * ``progress`` — show progress bars; ``eval_batch_size`` — test samples per ``predict_scores`` call;
+    * ``keep_model`` — ``None``, ``"last"`` (``model.pt``) or ``"every"`` (``model-exp<k>.pt``);
+    * ``loggers`` — mirrors of ``log.csv`` (TensorBoard, W&B), see :mod:`clproto.loggers`.
+
+    :meth:`run` returns a :class:`~clproto.evaluation.RunResult` (and, given ``out_dir``, writes
+    ``config.json``, ``log.csv`` and ``results.json`` under ``<out_dir>/<scenario>/<strategy>/seed<k>/``);
+    :meth:`check` validates a run without running it.
+
+    Example (from the repository root)::
+
+        import clproto
+
+        scenario = clproto.load_scenario("scenarios/split-digits.toml")
+        strategy = clproto.load_strategy("strategies/nmc-pixels.toml")
+        runner = clproto.Runner(progress=False)
+        result = runner.run(scenario, strategy, seed=0)  # out_dir="runs" would also write the files
+        print(result.metrics.final_accuracy, result.accuracy_matrix[-1])
+    """
 
     registry: Registry = REGISTRY  # where strategy implementations are looked up
     data_root: Optional[str] = None  # --data-root / CLPROTO_DATA / user cache
@@ -112,27 +141,38 @@ class Runner:
     eval_batch_size: int = 1024  # test samples scored per call to predict_scores
     keep_model: Optional[str] = None  # --keep-model: None, "last" (model.pt) or "every" (model-exp<k>.pt)
     loggers: LoggerSettings = LoggerSettings()  # --logger: mirrors of log.csv (TensorBoard, W&B)
+    # datasets given by the caller, by the `dataset` string scenarios name them with (e.g. {"tiny": dataset}):
+    # used instead of loading; any other spec is loaded through the dataset kinds (clproto.data.sources)
+    datasets: Mapping[str, Dataset] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.keep_model not in KEEP_MODEL:
             raise ConfigError("unknown --keep-model value", where="--keep-model", value=self.keep_model,
                               expected="last or every")
         self.last_log: Optional[RunLog] = None  # the log of the latest run
-        self._datasets: dict[str, Dataset] = {}
+        for spec, given in self.datasets.items():
+            if not isinstance(spec, str) or not isinstance(given, Dataset):
+                raise TypeError(f"Runner(datasets=...): {spec!r} must map a dataset string to a clproto Dataset, "
+                                f"not {type(given).__name__}")
+        self._datasets: dict[str, Dataset] = dict(self.datasets)  # loaded (or given) once, by spec
         self._features: dict[tuple[str, str], tuple[Dataset, str, float]] = {}
 
     # ------------------------------------------------------------------ data
     def dataset(self, spec: str, *, where: str = "scenario") -> Dataset:
+        """The dataset ``spec`` names (see :mod:`clproto.data.sources`), loaded once per runner."""
         if spec not in self._datasets:
             self._datasets[spec] = load_dataset(spec, data_root=self.data_root, cache_dir=self.cache_dir,
                                                 where=where, progress=self.progress)
         return self._datasets[spec]
 
     def scenario(self, config: ScenarioConfig, *, seed: int, where: str = "scenario") -> Scenario:
+        """The :class:`~clproto.scenarios.Scenario` that ``config`` and ``seed`` define, on this runner's dataset."""
         return build_scenario(config, self.dataset(config.dataset, where=where), seed=seed, where=where)
 
     def features(self, dataset: Dataset, backbone_spec: str, *, where: str = "strategy",
                  scenario: Optional[Scenario] = None) -> tuple[Dataset, str, float]:
+        """``dataset`` with its images replaced by ``backbone_spec``'s features, once per runner: ``(features,
+        cache note, extraction seconds)``. A base-trained backbone also needs the ``scenario`` it trains on."""
         if is_base_trained(backbone_spec):  # trained on `scenario`'s base session, see clproto.features.base_trained
             if scenario is None:
                 raise ConfigError("a base-trained backbone needs a scenario", where=where, field="backbone", value=backbone_spec)
@@ -173,10 +213,22 @@ class Runner:
     # ------------------------------------------------------------------ run
     def run(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, *, seed: int,
             out_dir: str | os.PathLike | None = None, where: str = "scenario", record: bool = True) -> RunResult:
-        """Run one (scenario, strategy, seed); with ``out_dir``, in its run folder (checkpoints, kept models, logs).
+        """Run ``strategy`` on ``scenario`` with ``seed`` and return its :class:`~clproto.evaluation.RunResult`.
 
-        ``record=False``: leave log.csv and results.json to the caller (the sweep driver records
-        what its workers return with :func:`clproto.run_folder.write_finished`, as this method does).
+        ``scenario``: a scenario definition (:func:`clproto.load_scenario`); ``strategy``: a resolved
+        strategy definition (:func:`clproto.load_strategy`); ``seed``: every random choice of the run
+        (class order, samples, initialisation) derives from it, so the same arguments give the same
+        numbers. For each experience the strategy's ``fit_experience`` is called, then the
+        :class:`~clproto.evaluation.Evaluator` fills row ``t`` of the accuracy matrices.
+
+        ``out_dir``: if given, the run writes ``config.json``, ``log.csv`` and ``results.json`` into
+        ``<out_dir>/<scenario>/<strategy>/seed<k>/`` (atomically; a failed run writes no
+        ``results.json``), and a strategy with ``state_dict`` is checkpointed after every experience,
+        so a restarted run of the same configuration resumes from its last checkpoint. ``where``: the name bad scenario input is reported under.
+        ``record=False``: leave ``log.csv`` and ``results.json`` to the caller (the sweep driver records what
+        its workers return with :func:`clproto.run_folder.write_finished`, as this method does).
+        Raises :class:`~clproto.errors.ConfigError` for bad input (unknown implementation, a
+        scenario kind the strategy refuses, a missing backbone, ...).
         """
         t_start = time.perf_counter()
         timings = Timings()
@@ -269,6 +321,8 @@ class Runner:
                 loop_listeners.remove(on_training)
             log.close(ok)
         self.last_log = log  # the rows of the latest run (a remote worker returns them to the driver)
+        if hasattr(model, "run_notes"):  # what the strategy chose while fitting (e.g. TEEN's validated α, τ)
+            notes.extend(model.run_notes())
         result = RunResult.from_steps(
             steps,
             few_shot=sc.is_few_shot,

@@ -18,7 +18,7 @@ Arrays written through a memory map get their disk space reserved first (:func:`
 ``posix_fallocate``): a full disk is then a :class:`ConfigError` naming the entry and the bytes
 needed, instead of a SIGBUS in the middle of a write. Any failed write removes its temporary file
 or folder. What the entries hold and where they live is the business of their users
-(:mod:`clproto.features.cache`, :mod:`clproto.data.sources`). This module imports nothing else
+(:mod:`clproto.features.cache`, :mod:`clproto.data.kinds.decoded`). This module imports nothing else
 from clproto but the error type.
 """
 

@@ -78,9 +78,7 @@ def runner_on(dataset: Dataset, *, name: str = "tiny"):
     """A quiet Runner whose scenarios with ``dataset = name`` use ``dataset`` (the shared synthetic fixture)."""
     from clproto.runner import Runner
 
-    runner = Runner(progress=False)
-    runner._datasets[name] = dataset
-    return runner
+    return Runner(progress=False, datasets={name: dataset})
 
 
 def require_shared(*names: str) -> Path:

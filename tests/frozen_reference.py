@@ -33,8 +33,7 @@ def feature_dataset(images: Dataset, *, dim: int = 6, seed: int = 0) -> Dataset:
 def run_on_features(images: Dataset, feats: Dataset, scenario: ScenarioConfig, definition: dict, *, seed: int = 0):
     """A clproto run of ``definition`` on ``scenario`` (dataset "tiny") whose backbone features are ``feats``."""
     strategy = strategy_from_dict({"backbone": "pixels", **definition}, REGISTRY)
-    runner = Runner(progress=False)
-    runner._datasets["tiny"] = images
+    runner = Runner(progress=False, datasets={"tiny": images})
     runner._features[(images.identity, strategy.config.backbone)] = (feats, "features given by the test", 0.0)
     return runner.run(scenario, strategy, seed=seed)
 

@@ -34,9 +34,7 @@ BUDGET = {"architecture": "convnet-small", "epochs": 1, "batch_size": 8, "lr": 0
 
 
 def runner_with(dataset) -> Runner:
-    runner = Runner(progress=False)
-    runner._datasets[dataset.name] = dataset  # the shared synthetic fixture
-    return runner
+    return Runner(progress=False, datasets={dataset.name: dataset})  # the shared synthetic fixture
 
 
 def definition(strategy: str, params: dict | None = None, plugins: list | None = None, **budget) -> dict:

@@ -126,9 +126,7 @@ class RandomHead:
 
 
 def _runner(registry) -> Runner:
-    runner = Runner(registry=registry, progress=False)
-    runner._datasets["tiny"] = make_tiny_dataset(num_classes=12)
-    return runner
+    return Runner(registry=registry, progress=False, datasets={"tiny": make_tiny_dataset(num_classes=12)})
 
 
 def test_runner_reports_forward_transfer_only_for_strategies_that_score_unseen_classes(tmp_path):

@@ -117,6 +117,8 @@ def test_storage_is_the_ground_floor():
     assert graph["clproto.storage"] <= {"clproto.errors"}
     assert graph["clproto.errors"] == set()
     assert "clproto.storage" in graph["clproto.features.cache"] and "clproto.storage" in graph["clproto.run_folder"]
+    data = [m for m in graph if m.startswith("clproto.data")]
+    assert not [(m, d) for m in data for d in graph[m] if d.startswith("clproto.features")]  # the store is below both
 
 
 def test_the_sweep_package_does_not_reach_up_to_the_command_line():

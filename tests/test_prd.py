@@ -24,9 +24,7 @@ SCENARIO = ScenarioConfig(name="tiny-ci", dataset="tiny", increment=2)
 
 
 def _runner(dataset, registry=REGISTRY) -> Runner:
-    runner = Runner(registry=registry, progress=False)
-    runner._datasets["tiny"] = dataset  # the shared synthetic fixture
-    return runner
+    return Runner(registry=registry, progress=False, datasets={"tiny": dataset})  # the shared synthetic fixture
 
 
 def _strategy(impl: str, registry=REGISTRY, **params):

@@ -61,8 +61,7 @@ def test_index_lists_fix_every_session(tmp_path, tiny_dataset):
 
 def test_index_list_runs_end_to_end(tmp_path, tiny_dataset):
     lists = _write_lists(tmp_path / "p", _index_sessions(tiny_dataset))
-    runner = Runner(progress=False)
-    runner._datasets["tiny"] = tiny_dataset
+    runner = Runner(progress=False, datasets={"tiny": tiny_dataset})
     strategy = strategy_from_dict({"name": "teen", "implementation": "teen", "backbone": "pixels"}, runner.registry)
     result = runner.run(_fs(lists), strategy, seed=0)
     assert len(result.seen_accuracy) == 3 and result.metrics.performance_drop is not None
@@ -196,8 +195,7 @@ def test_few_shot_on_a_subset_of_the_classes(tiny_dataset):
 
 
 def test_a_strategy_refuses_a_scenario_kind_it_does_not_support(tiny_dataset):
-    runner = Runner(progress=False)
-    runner._datasets["tiny"] = tiny_dataset
+    runner = Runner(progress=False, datasets={"tiny": tiny_dataset})
     teen = strategy_from_dict({"name": "teen", "implementation": "teen", "backbone": "pixels"}, runner.registry)
     ci = ScenarioConfig(name="t", dataset="tiny", increment=2)
     for call in (lambda: runner.check(ci, teen, 0), lambda: runner.run(ci, teen, seed=0)):

@@ -78,8 +78,7 @@ def test_every_registered_strategy_runs(tiny_dataset, name):
     if entry.cls.input_kind == "images":  # the packaged digits budget (3 epochs) is too short for 24 images
         definition = definition | {"params": definition.get("params", {}) | {"epochs": 10}}
     strategy = strategy_from_dict(definition, REGISTRY)
-    runner = Runner(progress=False)
-    runner._datasets["tiny"] = tiny_dataset  # the shared synthetic fixture
+    runner = Runner(progress=False, datasets={"tiny": tiny_dataset})  # the shared synthetic fixture
     result = runner.run(sc, strategy, seed=0)
     assert len(result.accuracy_matrix) == 3
     assert all(0.0 <= a <= 1.0 for a in result.seen_accuracy)

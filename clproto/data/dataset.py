@@ -24,8 +24,9 @@ class Dataset:
     test_y: np.ndarray  # (N_test,) int64
     class_names: tuple[str, ...]
     identity: str  # content hash of the source data (cache key)
-    # where each training sample came from, when known: image-folder member paths such as
-    # "train/n01532829/n0153282900000792.jpg" (matched by published index lists); None otherwise
+    # where each training sample came from, when known: member paths such as "train/n01532829/x.jpg"
+    # (or "<class>/<file>" when a list file gives the class); published index lists match the last two
+    # parts; None otherwise
     train_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:

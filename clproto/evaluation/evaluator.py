@@ -46,7 +46,32 @@ class StepEvaluation:
 
 
 class Evaluator:
-    """Evaluate a strategy on the seen part of ``scenario`` after each step."""
+    """Scores a strategy on the test sets of the experiences seen so far: one accuracy-matrix row per step.
+
+    ``scenario``: the :class:`~clproto.scenarios.Scenario` whose test samples are scored (the same one
+    the strategy trains on, features included). ``batch_size``: test samples per call of the score
+    function (only memory depends on it, not the numbers).
+
+    :meth:`evaluate` ``(score_fn, step)``, called after training on experience ``step``, scores
+    the test samples of experiences ``0..step`` with ``score_fn`` (``(B, ...)`` inputs to
+    ``(B, num_classes)`` scores, e.g. a strategy's ``predict_scores``) and returns a
+    :class:`StepEvaluation`: row ``step`` of the class-IL matrix ``A`` (argmax over the seen classes
+    only) and of the task-IL matrix ``TA`` (argmax over each experience's own classes), the accuracy on
+    all seen test samples, per-class, top-5 and few-shot base/novel accuracies. It computes no metric
+    itself: :class:`~clproto.evaluation.RunResult` derives them from the rows.
+
+    Example — a score function that always prefers class 0::
+
+        import torch
+
+        from clproto import Evaluator, ScenarioConfig, build_scenario, load_dataset
+
+        config = ScenarioConfig(name="split-digits", dataset="digits", class_order="listed", increment=2)
+        scenario = build_scenario(config, load_dataset("digits"), seed=0)  # classes (0, 1), (2, 3), ...
+        prefer_zero = lambda x: torch.eye(scenario.num_classes)[[0] * len(x)]  # (B, C) scores
+        step = Evaluator(scenario).evaluate(prefer_zero, 1)  # as if after training on experience 1
+        print(step.accuracy_row)  # [A[1][0], A[1][1], None, None, None]: class 0's share of exp. 0, then 0.0
+    """
 
     def __init__(self, scenario: Scenario, *, batch_size: int = 1024) -> None:
         self.scenario = scenario
@@ -90,6 +115,7 @@ class Evaluator:
         return [self.task_accuracy(score_fn, e) for e in self.scenario]
 
     def evaluate(self, score_fn: ScoreFn, step: int) -> StepEvaluation:
+        """Row ``step`` of every matrix: scores of the test samples of experiences ``0..step`` (see the class)."""
         sc = self.scenario
         exps = list(sc)[: step + 1]
         idx = np.concatenate([e.test_indices for e in exps])

@@ -17,7 +17,20 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class Metrics:
-    """Headline metrics, each computed by a pure function of :mod:`clproto.evaluation.metrics`."""
+    """Headline metrics, each computed by a pure function of :mod:`clproto.evaluation.metrics`.
+
+    ``RunResult.metrics`` of every run: computed from its accuracy matrices by
+    :func:`compute_metrics`, never measured separately. Accuracies are fractions in [0, 1];
+    ``None`` where a metric is undefined (forgetting and BWT after one experience, the few-shot
+    fields in a class-incremental run, forward transfer for strategies that cannot score unseen
+    classes). Each field's comment gives its definition and source.
+
+    Example::
+
+        m = clproto.Runner(progress=False).run(clproto.load_scenario("scenarios/split-digits.toml"),
+                                               clproto.load_strategy("strategies/nmc-pixels.toml"), seed=0).metrics
+        print(m.final_accuracy, m.average_incremental_accuracy, m.forgetting, m.bwt)
+    """
 
     final_accuracy: float  # seen-class accuracy after the last experience
     average_accuracy: float  # mean over j of A[T][j] (Lopez-Paz & Ranzato ACC)
@@ -81,6 +94,26 @@ class Timings:
 
 @dataclass
 class RunResult:
+    """Everything one run measured, as written to its ``results.json`` (key names are a stable contract).
+
+    Returned by :meth:`clproto.Runner.run`, or read back with :meth:`load`. Identity: ``scenario``,
+    ``strategy``, ``seed``, ``kind``, the resolved ``config`` and its ``config_hash``, ``versions``;
+    the stream: ``class_order``, ``experience_classes``, ``test_sizes``; the measurements, one entry
+    per step ``t`` (accuracies as fractions in [0, 1]): ``accuracy_matrix`` ``A[t][j]`` (class-IL,
+    ``None`` above the diagonal), ``task_accuracy_matrix`` ``TA[t][j]`` (task-IL),
+    ``seen_accuracy``, ``per_class_accuracy``, ``seen_top5_accuracy``; and ``metrics``
+    (:class:`Metrics`, pure functions of those), ``timings`` and ``notes``. Build one from
+    per-step evaluations with :meth:`from_steps`.
+
+    Example (a run written by ``clproto run split-digits nmc-pixels``)::
+
+        from clproto import RunResult
+
+        result = RunResult.load("runs/split-digits/nmc-pixels/seed0/results.json")
+        print(result.metrics.final_accuracy)  # seen-class accuracy after the last experience
+        print(result.accuracy_matrix[-1])     # A[T-1][j]: accuracy on each experience at the end
+    """
+
     scenario: str
     strategy: str
     seed: int
@@ -133,10 +166,12 @@ class RunResult:
         )
 
     def to_dict(self) -> dict:
+        """The plain (JSON-ready) form written to ``results.json``."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunResult":
+        """The inverse of :meth:`to_dict`; unknown top-level keys are ignored, fields added later take their defaults."""
         d = dict(d)
         d["metrics"] = Metrics(**d["metrics"])
         d["timings"] = Timings(**d["timings"])
@@ -144,9 +179,11 @@ class RunResult:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def save(self, path: str | os.PathLike) -> None:
+        """Write ``results.json`` atomically (the old file or the whole new one, never half)."""
         write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RunResult":
+        """Read a ``results.json`` written by :meth:`save`."""
         with open(path) as fh:
             return cls.from_dict(json.load(fh))

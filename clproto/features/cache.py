@@ -31,9 +31,8 @@ import numpy as np
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
-# the entry store; CorruptEntry ... read_meta are also what clproto.data.sources imports from here
-from clproto.storage import (CACHE_FORMAT, META, CorruptEntry, discard_entry, note_corrupt, open_array,  # noqa: F401
-                             read_entry, read_meta, write_entry)
+from clproto.storage import (CACHE_FORMAT, META, CorruptEntry, discard_entry, note_corrupt, open_array, read_entry,
+                             read_meta, write_entry)
 
 KINDS = ("decoded", "features")
 

@@ -22,15 +22,16 @@ of a report (:func:`strategy_styles`: derived from its name, so stable across re
 names of one report want the same colour); markers are hollow and the points of a line figure are
 dodged horizontally by a fraction of the step width, so identical curves stay visible. Figures carry
 no version stamp or date: the same results give the same bytes.
+
+The styles and shared conventions are in :mod:`clproto.reports.figure_styles`, the drawing helpers
+(grouping, mean ± std, curves, captions, saving) in :mod:`clproto.reports.figure_drawing`; every
+name stays importable from this module.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import math
 import warnings
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Callable, Optional
@@ -39,182 +40,12 @@ import numpy as np
 
 from clproto.evaluation.metrics import old_new_accuracy
 from clproto.evaluation.results import RunResult
-from clproto.storage import write_atomic
-
-DPI = 150  # resolution of every PNG (shown at its natural size in report.html)
-FORMATS = ("png", "pdf")  # figure file formats; report.html always embeds PNG
-# colour-blind-safe colours: Okabe & Ito (2008) without yellow (too pale on white), then three of
-# Paul Tol's "muted" scheme (wine, olive, indigo) for reports with more than seven strategies
-PALETTE = ("#0072b2", "#e69f00", "#009e73", "#d55e00", "#cc79a7", "#56b4e9", "#000000",
-           "#882255", "#999933", "#332288")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")  # drawn hollow: overlapping markers stay visible
-LINESTYLES = ("-", "--", "-.", ":")
-DODGE = 0.24  # total horizontal spread of a line figure's points, as a fraction of the smallest step on x
-UNCERTAINTY = "mean ± std over seeds (band / error bar: ± sample std, ddof=1)"  # in every caption
+from clproto.reports.figure_drawing import (_by_strategy, _caption, _classes_seen, _legend, _lines, _mean_std, _safe,
+                                            _save)
+from clproto.reports.figure_styles import FORMATS, Figure, _drawn, strategy_styles
+from clproto.reports.figure_styles import DODGE, DPI, LINESTYLES, MARKERS, PALETTE, UNCERTAINTY, Style  # noqa: F401 (importable from here as before)
 
 
-@dataclass(frozen=True)
-class Style:
-    colour: str  # "#rrggbb"
-    marker: str  # matplotlib marker
-    linestyle: str  # matplotlib line style
-
-
-@dataclass(frozen=True)
-class Figure:
-    path: Path  # the figure file (PNG or PDF)
-    png: bytes  # the PNG image embedded in report.html
-    title: str  # caption in the HTML report
-    scenario: Optional[str]  # section of the HTML report (None: across scenarios)
-    kind: str  # "accuracy_vs_classes", "old_new", "base_novel", "accuracy_matrix", "forgetting"
-    styles: dict = field(default_factory=dict)  # strategy -> {"colour", "marker", "linestyle"} as drawn
-
-
-# --------------------------------------------------------------------------- styles
-def _hash(name: str) -> int:
-    return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big")
-
-
-def strategy_styles(names) -> dict[str, Style]:
-    """One style per strategy name: colour, marker and line style from a hash of the name.
-
-    Names are assigned in sorted order; a name whose colour (marker, line style) is already taken in
-    this report takes the next free one, so no two strategies of a report share a colour while the
-    palette lasts (then no two share colour and marker). Same names, same styles.
-    """
-    taken_colours: set[int] = set()
-    taken_pairs: set[tuple[int, int]] = set()
-    taken_markers: set[int] = set()
-    taken_lines: set[int] = set()
-    out: dict[str, Style] = {}
-    C, M, L = len(PALETTE), len(MARKERS), len(LINESTYLES)
-    for name in sorted(set(names)):
-        h = _hash(name)
-        c0, m0, l0 = h % C, (h // C) % M, (h // (C * M)) % L
-        free = [c for c in ((c0 + k) % C for k in range(C)) if c not in taken_colours]
-        c = free[0] if free else c0
-        markers = [m for m in ((m0 + k) % M for k in range(M)) if (c, m) not in taken_pairs]
-        m = next((m for m in markers if m not in taken_markers), markers[0] if markers else m0)
-        l = next((l for l in ((l0 + k) % L for k in range(L)) if l not in taken_lines), l0)
-        taken_colours.add(c)
-        taken_markers.add(m)
-        taken_pairs.add((c, m))
-        taken_lines.add(l)
-        out[name] = Style(PALETTE[c], MARKERS[m], LINESTYLES[l])
-    return out
-
-
-def _drawn(ax_list) -> dict:
-    """strategy -> style as actually drawn (read back from the artists tagged with the strategy's gid)."""
-    from matplotlib.colors import to_hex
-
-    out: dict = {}
-    for ax in ax_list:
-        for line in ax.get_lines():
-            gid = line.get_gid()
-            if gid:
-                out[gid] = {"colour": to_hex(line.get_color()), "marker": line.get_marker(),
-                            "linestyle": line.get_linestyle()}
-        for patch in ax.patches:
-            gid = patch.get_gid()
-            if gid and gid not in out:
-                out[gid] = {"colour": to_hex(patch.get_facecolor()), "marker": None, "linestyle": None}
-    return dict(sorted(out.items()))
-
-
-# --------------------------------------------------------------------------- helpers
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_.@=," else "_" for ch in name)
-
-
-def _save(fig, out: Path, stem: str, fmt: str) -> tuple[Path, bytes]:
-    """Write ``<stem>.<fmt>`` atomically; return its path and the PNG bytes for report.html."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})  # no version stamp: same bytes on re-runs
-    png = buf.getvalue()
-    if fmt == "png":
-        data = png
-    else:  # vector: no creation date or producer, so the bytes are reproducible too
-        buf = io.BytesIO()
-        fig.savefig(buf, format="pdf", metadata={"Creator": None, "Producer": None, "CreationDate": None})
-        data = buf.getvalue()
-    plt.close(fig)
-    path = out / f"{stem}.{fmt}"
-    write_atomic(path, lambda fh: fh.write(data), nbytes=len(data))
-    return path, png
-
-
-def _by_strategy(results: list[RunResult], scenario: str) -> dict[str, list[RunResult]]:
-    out: dict[str, list[RunResult]] = {}
-    for r in sorted(results, key=lambda r: (r.strategy, r.seed)):
-        if r.scenario == scenario:
-            out.setdefault(r.strategy, []).append(r)
-    return out
-
-
-def _mean_std(values: list) -> tuple[float, float, int]:
-    """Mean, sample std (ddof=1; NaN for one value) and count of the non-missing values."""
-    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return math.nan, math.nan, 0
-    std = float(np.std(vals, ddof=1)) if len(vals) > 1 else math.nan
-    return float(np.mean(vals)), std, len(vals)
-
-
-def _classes_seen(run: RunResult) -> list[int]:
-    """Number of classes seen after each experience."""
-    counts = np.cumsum([len(c) for c in run.experience_classes])
-    return [int(c) for c in counts][: len(run.seen_accuracy)]
-
-
-def _seeds_text(groups: dict[str, list[RunResult]]) -> str:
-    counts = sorted({len(runs) for runs in groups.values()})
-    n = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-    return f"{n} seed{'s' if counts[-1] > 1 else ''}"
-
-
-def _caption(text: str, groups: dict[str, list[RunResult]]) -> str:
-    return f"{text}; {UNCERTAINTY}, {_seeds_text(groups)}"
-
-
-def _lines(ax, groups: dict[str, list[RunResult]], styles: dict[str, Style],
-           series: Callable[[RunResult], list], xs: Callable[[RunResult], list]) -> None:
-    """One line per strategy: mean over seeds of ``series(run)[t]`` at ``xs(run)[t]``, band ± std, dodged."""
-    xs_all = sorted({x for runs in groups.values() for r in runs for x in xs(r)})
-    step = min((b - a for a, b in zip(xs_all, xs_all[1:])), default=1.0) or 1.0
-    names = list(groups)
-    for rank, name in enumerate(names):
-        runs = groups[name]
-        T = max(len(series(r)) for r in runs)
-        x, mean, std = [], [], []
-        for t in range(T):
-            m, s, n = _mean_std([series(r)[t] if t < len(series(r)) else None for r in runs])
-            if n == 0:
-                continue
-            x.append(float(np.mean([xs(r)[t] for r in runs if t < len(xs(r))])))
-            mean.append(100 * m)
-            std.append(100 * s)
-        if not x:
-            continue
-        offset = DODGE * step * (rank / (len(names) - 1) - 0.5) if len(names) > 1 else 0.0
-        x = np.asarray(x) + offset
-        mean, std = np.asarray(mean), np.asarray(std)
-        st = styles[name]
-        ax.plot(x, mean, color=st.colour, marker=st.marker, linestyle=st.linestyle, markerfacecolor="white",
-                markeredgewidth=1.4, markersize=6, linewidth=1.6, label=name, gid=name)
-        if np.isfinite(std).any():
-            band = np.nan_to_num(std)
-            ax.fill_between(x, np.clip(mean - band, 0, 100), np.clip(mean + band, 0, 100), color=st.colour, alpha=0.15, linewidth=0)
-
-
-def _legend(ax) -> None:
-    ax.legend(fontsize="small", title=None, frameon=True)
-
-
-# --------------------------------------------------------------------------- figures
 def _accuracy_vs_classes(results: list[RunResult], scenario: str, styles, out: Path, fmt: str) -> Figure:
     import matplotlib.pyplot as plt
 

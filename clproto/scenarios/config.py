@@ -16,6 +16,24 @@ COUNTS = ("initial_increment", "increment", "base_classes", "ways", "shots", "se
 
 @dataclass(frozen=True)
 class ScenarioConfig:
+    """A scenario definition: the ``[scenario]`` table of a TOML file, typed and checked.
+
+    It says how to cut a dataset into experiences; :func:`~clproto.scenarios.build_scenario` does the
+    cutting for a seed. ``name`` and ``dataset`` are required; ``kind`` picks the fields that apply:
+    ``"class-incremental"`` uses ``initial_increment`` / ``increment`` / ``increments``,
+    ``"few-shot"`` uses ``base_classes`` / ``ways`` / ``shots`` / ``sessions`` (or ``index_lists``,
+    a published protocol). ``train_per_class`` / ``test_per_class`` cap the samples for quick runs.
+    Each field's comment below says its meaning and default; counts must be 0 or more
+    (:class:`~clproto.errors.ConfigError` otherwise). Read one from a file with
+    :func:`clproto.load_scenario`.
+
+    Example — split-digits (5 experiences of 2 classes, class order drawn with the seed)::
+
+        from clproto import ScenarioConfig
+
+        config = ScenarioConfig(name="split-digits", dataset="digits", increment=2)
+    """
+
     name: str  # short identifier used in result folders and tables, e.g. "split-cifar10"
     dataset: str  # dataset spec, see clproto.data.sources (e.g. "digits", "imagefolder:cifar10.zip")
     kind: str = "class-incremental"  # "class-incremental" or "few-shot"

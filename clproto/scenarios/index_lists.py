@@ -11,10 +11,11 @@ An entry names one *training* sample of the scenario's dataset:
 * a non-negative integer is an index into the training set in the dataset's own order (for
   ``CIFAR100``: the python pickle order, which torchvision keeps);
 * anything else is an image path, matched by its last two parts ``<class folder>/<file>``
-  against the same two parts of each training sample's source name (``Dataset.train_names``, the
-  member paths of an ``imagefolder:`` dataset). ``MINI-ImageNet/train/n01532829/x.jpg`` therefore
-  names the member ``train/n01532829/x.jpg``; ``CUB_200_2011/images/001.Black_footed_Albatross/y.jpg``
-  names ``train/001.Black_footed_Albatross/y.jpg``.
+  against the same two parts of each training sample's source name (``Dataset.train_names``, kept
+  by the image kinds: ``imagefolder:``, ``miniimagenet:``, ``cub200:``, ...).
+  ``MINI-ImageNet/train/n01532829/x.jpg`` therefore names ``train/n01532829/x.jpg`` of TOPIC's
+  folders as well as CEC's ``images/x.jpg`` listed under n01532829;
+  ``CUB_200_2011/images/001.Black_footed_Albatross/y.jpg`` names that image of ``cub200:``.
 
 A session's classes are the labels of its listed images (in label order). The lists must agree with
 the definition's ``base_classes``, ``ways``, ``shots`` and ``sessions``; the test set of every
@@ -131,10 +132,12 @@ def _key(name: str) -> str:
 
 def _path_lookup(dataset: Dataset, lists: SessionLists) -> dict[str, int]:
     if dataset.train_names is None:
+        path, entry = next((p, e) for p, es in zip(lists.files, lists.entries) for e in es if not _is_index(e))
         raise ConfigError(
-            f"the index lists of {lists.folder} name images by path, but dataset {dataset.name!r} keeps no image names",
-            where=str(lists.files[0]), field="index_lists",
-            expected="an imagefolder: dataset; one decoded by an older clproto keeps no names: "
+            f"entry {entry!r} is not a training-set index (a non-negative integer) but an image path, and dataset "
+            f"{dataset.name!r} keeps no image names to find it by",
+            where=str(path), field="index_lists",
+            expected="an image dataset (imagefolder:, miniimagenet:, cub200:, ...); one decoded by an older clproto keeps no names: "
                      "`clproto cache clear --kind decoded` decodes it again on the next run")
     lookup: dict[str, int] = {}
     for i, name in enumerate(dataset.train_names):

@@ -24,7 +24,14 @@ _ORDER, _TRAIN_CAP, _TEST_CAP, _SHOTS = 0, 1, 2, 3
 
 @dataclass(frozen=True, eq=False)
 class Experience:
-    """One step of the stream: the classes it introduces and its train/test samples."""
+    """One step of the stream: the classes it introduces and its train/test samples.
+
+    What a strategy's ``fit_experience`` receives (built by :class:`Scenario`, not by hand): indices
+    into ``dataset``, read as tensors by ``train_x`` / ``train_y`` (``(n, ...)`` inputs, ``(n,)``
+    labels), ``test_x`` / ``test_y`` or :meth:`train_chunks`; ``classes`` it introduces,
+    ``seen_classes`` so far in arrival order, ``num_classes`` the width of every score vector.
+    Example: ``for exp in scenario: print(exp.index, exp.classes, tuple(exp.train_x.shape))``.
+    """
 
     index: int  # position in the stream, 0-based
     task_id: int  # task label for task-incremental evaluation (= index)
@@ -68,7 +75,25 @@ class Experience:
 
 
 class Scenario(Sequence[Experience]):
-    """An ordered, immutable sequence of experiences cut from one dataset."""
+    """An ordered, immutable sequence of experiences cut from one dataset.
+
+    A read-only sequence of :class:`Experience` (``len``, indexing, iteration), usually built by
+    :func:`build_scenario`. The keyword-only constructor takes a cut directly: ``name``, ``kind``
+    (``"class-incremental"`` or ``"few-shot"``), ``dataset``, ``class_order`` (arrival order),
+    ``experience_classes``, ``train_indices`` / ``test_indices`` (per experience, into the dataset's
+    splits) and ``seed``. :meth:`with_dataset` gives the same experiences over other inputs (features).
+
+    Example::
+
+        import clproto
+
+        ds = clproto.load_dataset("digits")
+        pick = lambda y, classes: [i for i, c in enumerate(y) if c in classes]
+        scenario = clproto.Scenario(name="two-steps", kind="class-incremental", dataset=ds, class_order=range(5),
+                                    experience_classes=[[0, 1, 2], [3, 4]], seed=0,
+                                    train_indices=[pick(ds.train_y, {0, 1, 2}), pick(ds.train_y, {3, 4})],
+                                    test_indices=[pick(ds.test_y, {0, 1, 2}), pick(ds.test_y, {3, 4})])
+    """
 
     def __init__(
         self,
@@ -148,7 +173,14 @@ class Scenario(Sequence[Experience]):
 
 # --------------------------------------------------------------------------- building
 def build_scenario(config: ScenarioConfig, dataset: Dataset, *, seed: int, where: str = "scenario") -> Scenario:
-    """Cut ``dataset`` into experiences as ``config`` says, with ``seed`` for every random choice."""
+    """Cut ``dataset`` into experiences as ``config`` says, with ``seed`` for every random choice.
+
+    ``config``: a :class:`~clproto.scenarios.ScenarioConfig`; ``dataset``: a :class:`~clproto.data.Dataset`
+    (:func:`clproto.load_dataset`); ``seed``: draws the class order, per-class caps and few-shot samples,
+    each from its own stream (same arguments, same scenario); ``where``: the name errors report. A cut
+    the dataset cannot give is a :class:`~clproto.errors.ConfigError`. Example:
+    ``build_scenario(ScenarioConfig(name="split-digits", dataset="digits", increment=2), load_dataset("digits"), seed=0)``.
+    """
     if config.kind not in KINDS:
         raise ConfigError("unknown scenario kind", where=where, field="kind", value=config.kind,
                           expected=" or ".join(repr(k) for k in KINDS))

@@ -44,16 +44,15 @@ Not wrapped (:data:`NOT_WRAPPED`, each with its reason): strategies that need ta
 class-incremental scenario has none at test time), that bring their own pretrained network, or
 that are not classifiers. No checkpoints: an Avalanche strategy's state (buffers, importances,
 plugins) is not a weights-only state dict, so an interrupted run restarts from its first experience.
+
+The definition and its checks are in :mod:`clproto.strategies.avalanche_config`, the network,
+the wrapper's own plugins, the benchmark view and the seeding in
+:mod:`clproto.strategies.avalanche_parts`; every name stays importable from this module.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import math
-import random
-import warnings
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
@@ -61,241 +60,15 @@ import torch
 import torch.nn as nn
 
 from clproto.errors import ConfigError
-from clproto.nets import build_network
 from clproto.scenarios.scenario import Experience, Scenario
+from clproto.strategies.avalanche_config import AvalancheConfig, _plugin_classes, _templates
+from clproto.strategies.avalanche_config import NOT_WRAPPED, SUPPLIED, TASK_LABELS, wrapped_strategies  # noqa: F401 (importable from here as before)
+from clproto.strategies.avalanche_parts import (BenchmarkView, Network, _own_plugins, _silent_evaluator, _view,
+                                                experience_seed, seeded_globals)
 from clproto.strategies.base import ScenarioDescription
-from clproto.training.loop import PIXEL_MEAN, PIXEL_STD, DivergedError, TrainingConfig, augment, lr_factor, seeded
-
-TASK_LABELS = ("it keeps one column, mask or expert per task label and picks it at test time by the sample's "
-               "task label; a class-incremental scenario gives every sample task label 0 and no task at test "
-               "time, so it would silently reduce to fine-tuning one network")
-NOT_WRAPPED = {  # avalanche.training strategy classes this wrapper refuses, and why
-    "PNNStrategy": "needs task labels: " + TASK_LABELS,
-    "PackNet": "needs task labels: " + TASK_LABELS,
-    "ExpertGateStrategy": "needs task labels: " + TASK_LABELS,
-    "AR1": "builds its own pretrained MobileNet instead of clproto's architecture",
-    "LearningToPrompt": "builds its own pretrained ViT instead of clproto's architecture",
-    "StreamingLDA": "classifies frozen features (use a frozen-feature clproto strategy)",
-    "AETraining": "trains an autoencoder, not a classifier",
-    "VAETraining": "trains a variational autoencoder, not a classifier",
-    "GenerativeReplay": "needs a generator strategy object, which a TOML definition cannot hold",
-    "SCR": "needs an SCRModel (projection head) and a GPU augmentation module",
-    "BiC": "Avalanche 0.6's BiC plugin assigns experience.dataset, which its DatasetExperience does not allow",
-    "JointTraining": "trains once on the whole stream (clproto's own `joint` strategy is that row)",
-    "ER_AML": "Avalanche 0.6's ER_AML loops forever on a class-incremental stream (cycles an empty "
-              "positive/negative replay loader)",
-    "GSS_greedy": "Avalanche 0.6's GSS_greedy fails on a class-incremental stream (max() of an empty sequence "
-                  "in get_batch_sim)",
-    "CoPE": "its model must output embeddings of size p_size, not class scores",
-}
-# keyword arguments the wrapper itself supplies to every strategy (the definition cannot set them)
-SUPPLIED = ("model", "optimizer", "criterion", "train_mb_size", "train_epochs", "eval_mb_size", "device",
-            "plugins", "evaluator", "eval_every", "base_kwargs", "kwargs", "feature_extractor", "classifier",
-            "buffer_transform")
+from clproto.training.loop import lr_factor, seeded
 
 
-# --------------------------------------------------------------------------- what Avalanche offers
-def _templates() -> dict[str, type]:
-    """Every strategy class exported by ``avalanche.training`` (subclasses of its SupervisedTemplate)."""
-    import avalanche.training as at
-    from avalanche.training.templates import SupervisedMetaLearningTemplate, SupervisedTemplate
-
-    bases = (SupervisedTemplate, SupervisedMetaLearningTemplate)
-    return {n: c for n in dir(at) if inspect.isclass(c := getattr(at, n)) and issubclass(c, bases)}
-
-
-def wrapped_strategies() -> list[str]:
-    """Names ``strategy`` accepts: Avalanche's strategy classes minus :data:`NOT_WRAPPED`."""
-    return sorted(n for n in _templates() if n not in NOT_WRAPPED)
-
-
-def _plugin_classes() -> dict[str, type]:
-    import avalanche.training.plugins as ap
-    from avalanche.core import BasePlugin
-
-    return {n: c for n in dir(ap) if inspect.isclass(c := getattr(ap, n)) and issubclass(c, BasePlugin)
-            and not inspect.isabstract(c) and n not in ("EvaluationPlugin", "SupervisedPlugin")}
-
-
-def _type_ok(value: Any, default: Any) -> bool:
-    """A TOML value for a parameter whose default is ``default`` (numbers may also be lists of numbers)."""
-    def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if number(default):
-        return number(value) or (isinstance(value, list) and all(number(v) for v in value))
-    if isinstance(default, str):
-        return isinstance(value, str)
-    return True  # no default, None, or an object: Avalanche checks it
-
-
-def _check_kwargs(fn: Any, given: dict, *, supplied: tuple[str, ...], field_name: str, owner: str) -> None:
-    """``given`` must name keyword arguments of ``fn`` (not the wrapper's own); required ones must be there."""
-    sig = inspect.signature(fn)
-    accepted = {n: p for n, p in sig.parameters.items() if n != "self" and n not in supplied
-                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-    if not isinstance(given, dict):
-        raise ConfigError("expected a table of keyword arguments", field=field_name, value=given)
-    listing = ", ".join(accepted) or "none"
-    for name, value in given.items():
-        if name not in accepted:
-            raise ConfigError(f"{owner} has no parameter {name!r}", field=f"{field_name}.{name}", value=value,
-                              expected=f"one of {listing}")
-        default = accepted[name].default
-        if default is inspect.Parameter.empty and accepted[name].annotation in (bool, int, float, str):
-            default = accepted[name].annotation()  # a required parameter: its annotation says the type
-        if not _type_ok(value, default):
-            raise ConfigError(f"{owner} parameter {name!r} has the wrong type", field=f"{field_name}.{name}",
-                              value=value, expected=f"a {type(default).__name__} (the type of its default or annotation)")
-    missing = [n for n, p in accepted.items() if p.default is inspect.Parameter.empty and n not in given]
-    if missing:
-        raise ConfigError(f"{owner} needs the parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
-                          field=field_name, expected=f"values for {', '.join(missing)} (accepted: {listing})")
-
-
-# --------------------------------------------------------------------------- configuration
-@dataclass(frozen=True)
-class AvalancheConfig(TrainingConfig):
-    """The Avalanche strategy, its parameters and plugins, plus clproto's training budget fields."""
-
-    strategy: str = "Naive"  # a strategy class of avalanche.training, e.g. "EWC" (see wrapped_strategies())
-    params: dict = field(default_factory=dict)  # that class's keyword arguments, e.g. {ewc_lambda = 0.4}
-    plugins: list = field(default_factory=list)  # extra plugins: [{name = "ReplayPlugin", params = {mem_size = 200}}]
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.strategy in NOT_WRAPPED:
-            raise ConfigError(f"Avalanche's {self.strategy} cannot run as a clproto row: {NOT_WRAPPED[self.strategy]}",
-                              field="strategy", value=self.strategy,
-                              expected="one of " + ", ".join(wrapped_strategies()))
-        templates = _templates()
-        if self.strategy not in templates:
-            raise ConfigError("unknown Avalanche strategy", field="strategy", value=self.strategy,
-                              expected="a strategy class of avalanche.training: " + ", ".join(wrapped_strategies()))
-        _check_kwargs(templates[self.strategy].__init__, self.params, supplied=SUPPLIED, field_name="params",
-                      owner=self.strategy)
-        available = _plugin_classes()
-        for i, spec in enumerate(self.plugins):
-            where = f"plugins[{i}]"
-            if not isinstance(spec, dict) or "name" not in spec or set(spec) - {"name", "params"}:
-                raise ConfigError("a plugin is a table with `name` and optional `params`", field=where, value=spec,
-                                  expected='{name = "ReplayPlugin", params = {mem_size = 200}}')
-            if spec["name"] not in available:
-                raise ConfigError("unknown Avalanche plugin", field=f"{where}.name", value=spec["name"],
-                                  expected="a plugin class of avalanche.training.plugins: " + ", ".join(sorted(available)))
-            _check_kwargs(available[spec["name"]].__init__, spec.get("params", {}), supplied=(),
-                          field_name=f"{where}.params", owner=spec["name"])
-
-
-# --------------------------------------------------------------------------- network, plugins, benchmark
-class Network(nn.Module):
-    """uint8 ``(B, C, H, W)`` images -> clproto architecture -> linear head -> ``(B, num_classes)`` logits."""
-
-    def __init__(self, *, architecture: str, in_channels: int, num_classes: int) -> None:
-        super().__init__()
-        backbone = build_network(architecture, in_channels=in_channels)
-        self.feature_extractor = nn.Sequential(_Scale(), backbone)  # (B, C, H, W) uint8 -> (B, D)
-        self.classifier = nn.Linear(backbone.feature_dim, num_classes)  # (B, D) -> (B, num_classes)
-
-    def get_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.feature_extractor(x)  # (B, D)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.feature_extractor(x))  # (B, num_classes)
-
-
-class _Scale(nn.Module):
-    """clproto's fixed input scaling, ``(x/255 − 0.5)/0.25``, on channel-first images."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div(255.0).sub(PIXEL_MEAN).div(PIXEL_STD)  # (B, C, H, W) float32
-
-
-def _own_plugins() -> tuple[type, type]:
-    """The wrapper's two plugins, defined on first use (importing Avalanche takes seconds)."""
-    from avalanche.training.plugins import SupervisedPlugin
-
-    class Augment(SupervisedPlugin):
-        """clproto's batched random crop + flip on every training mini-batch, replayed samples included."""
-
-        def __init__(self, *, padding: int, flip: bool) -> None:
-            super().__init__()
-            self.padding, self.flip = padding, flip
-            self.generator = torch.Generator()
-
-        def before_forward(self, strategy, **kwargs) -> None:
-            x = strategy.mbatch[0]  # (B, C, H, W) uint8
-            hwc = augment(x.permute(0, 2, 3, 1), padding=self.padding, flip=self.flip, generator=self.generator)
-            strategy.mbatch[0] = hwc.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
-
-    class StopOnDivergence(SupervisedPlugin):
-        """A non-finite training loss stops the run with clproto's :class:`DivergedError`."""
-
-        def __init__(self, *, lr: float) -> None:
-            super().__init__()
-            self.lr = lr
-
-        def before_backward(self, strategy, **kwargs) -> None:
-            value = float(strategy.loss.detach())
-            if not math.isfinite(value):
-                raise DivergedError(
-                    f"training diverged: the loss is {value} at experience "
-                    f"{strategy.experience.current_experience}, epoch {strategy.clock.train_exp_epochs}",
-                    field="params.lr", value=self.lr, expected="a smaller learning rate (or check the inputs)")
-
-    return Augment, StopOnDivergence
-
-
-@dataclass(frozen=True)
-class BenchmarkView:
-    """The part of Avalanche's benchmark API strategies read (iCaRL: ``n_classes_per_exp``, ``classes_order``)."""
-
-    n_classes: int  # classes of the dataset (width of the score vectors)
-    n_experiences: int
-    n_classes_per_exp: list  # classes introduced by each experience
-    classes_order: list  # classes in arrival order
-    original_classes_order: list  # the same (clproto orders classes itself)
-    classes_in_experience: dict  # {"train": [set of classes of each experience]}
-
-
-def _view(description: ScenarioDescription) -> BenchmarkView:
-    order = list(description.class_order)
-    return BenchmarkView(n_classes=description.num_classes, n_experiences=len(description.experience_classes),
-                         n_classes_per_exp=[len(c) for c in description.experience_classes], classes_order=order,
-                         original_classes_order=order,
-                         classes_in_experience={"train": [set(c) for c in description.experience_classes]})
-
-
-def _silent_evaluator(cls: type) -> Any:
-    """An EvaluationPlugin without metrics or loggers (clproto's evaluator scores the run), without its warning."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="No loggers specified")
-        return cls(loggers=[])
-
-
-def experience_seed(seed: int, index: int) -> int:
-    """The seed of every global generator while experience ``index`` of a run with ``seed`` trains."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] % (2 ** 31))
-
-
-@contextlib.contextmanager
-def seeded_globals(seed: int):
-    """Seed Python's, NumPy's and torch's global generators (as Avalanche's RNGManager does); restore them after."""
-    from avalanche.training.determinism.rng_manager import RNGManager
-
-    state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    RNGManager.set_random_seeds(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.set_rng_state(state[2])
-
-
-# --------------------------------------------------------------------------- the strategy
 class AvalancheStrategy:
     """An Avalanche strategy (``avalanche.training``) trained on clproto experiences, scored by clproto."""
 

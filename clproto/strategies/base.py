@@ -19,6 +19,8 @@ before the first experience, with the scenario's :class:`ScenarioDescription`: i
 (class count and order, each experience's classes and training-set size, the input shape), never
 samples. Strategies that must know the whole stream up front (Avalanche's iCaRL reads
 ``benchmark.n_classes_per_exp``) take it from there; a strategy without the hook never sees it.
+``run_notes() -> list[str]`` — what the strategy decided while fitting (e.g. TEEN's α and τ chosen on the base
+session), appended to the run's ``notes`` in results.json.
 ``checkpoint_runs = False`` — a class attribute: the runner does not checkpoint it after every experience
 (training-free strategies refit faster than they would write their statistics); ``state_dict`` then serves
 ``--keep-model`` only.
@@ -68,12 +70,74 @@ class ScenarioDescription:
 
 @runtime_checkable
 class Strategy(Protocol):
+    """What the runner needs of a continual-learning method: learn one experience, then score inputs.
+
+    A structural type (``typing.Protocol``): a strategy inherits from nothing, it only has
+
+    * ``Config`` — a dataclass of its hyperparameters, each with a default; the ``[strategy.params]``
+      table of a definition file is checked against it and handed over as ``config``;
+    * ``input_kind`` — ``"features"`` (the runner extracts and caches backbone features once) or
+      ``"images"`` (uint8 ``(N, H, W, C)`` images; the strategy trains its own network);
+    * ``__init__(*, config, num_classes, seed)`` — keyword-only: a ``Config`` instance, the width of
+      every score vector (classes of the whole dataset) and the run seed (its only source of randomness);
+    * ``fit_experience(experience)`` — learn from one :class:`~clproto.scenarios.Experience`
+      (``experience.train_x`` / ``train_y``, ``experience.classes``); called once per experience, in order;
+    * ``predict_scores(x)`` — ``(N, ...)`` inputs to ``(N, num_classes)`` scores, higher is more
+      likely; classes not learned yet should score ``-inf``.
+
+    Optional members (``state_dict``/``load_state_dict``, ``begin_scenario``, ``check_scenario``,
+    ``loop``, ``checkpoint_runs``, ``scores_unseen_classes``) are described in
+    :mod:`clproto.strategies.base`. ``isinstance(obj, Strategy)`` checks the two methods only;
+    :meth:`Registry.register` checks ``Config`` and ``input_kind`` too.
+
+    Example — a nearest-class-mean strategy on features, registered under a name a definition's
+    ``implementation`` can use::
+
+        from dataclasses import dataclass
+
+        import torch
+
+        import clproto
+
+        @dataclass(frozen=True)
+        class MeanConfig:
+            pass  # no hyperparameters
+
+        class NearestMean:
+            \"\"\"Nearest class mean, Euclidean.\"\"\"
+
+            Config = MeanConfig
+            input_kind = "features"
+
+            def __init__(self, *, config=MeanConfig(), num_classes, seed=0):
+                self.num_classes = num_classes
+                self.means = {}  # class -> (D,) mean feature
+
+            def fit_experience(self, experience):
+                x, y = experience.train_x, experience.train_y  # (n, D), (n,)
+                for c in experience.classes:
+                    self.means[c] = x[y == c].mean(dim=0)
+
+            def predict_scores(self, x):
+                scores = torch.full((len(x), self.num_classes), float("-inf"))  # (N, C)
+                for c, mean in self.means.items():
+                    scores[:, c] = -(x - mean).norm(dim=1)
+                return scores
+
+        registry = clproto.REGISTRY.copy()
+        registry.register("nearest-mean", NearestMean)
+        assert isinstance(NearestMean(num_classes=10), clproto.Strategy)
+        runner = clproto.Runner(registry=registry)  # runs definitions with implementation = "nearest-mean"
+    """
+
     Config: ClassVar[type]
     input_kind: ClassVar[str]
 
-    def fit_experience(self, experience: Experience) -> None: ...
+    def fit_experience(self, experience: Experience) -> None:
+        """Learn from one :class:`~clproto.scenarios.Experience`; called once per experience, in stream order."""
 
-    def predict_scores(self, x: torch.Tensor) -> torch.Tensor: ...
+    def predict_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, ...)`` inputs -> ``(N, num_classes)`` scores, higher is more likely, ``-inf`` for classes not learned yet."""
 
 
 @dataclass(frozen=True)
@@ -85,12 +149,32 @@ class Registered:
 
 
 class Registry:
-    """Name -> strategy class. ``register`` refuses duplicates and malformed classes."""
+    """Name -> strategy class: where a definition's ``implementation`` is looked up.
+
+    :data:`clproto.REGISTRY` holds the built-in strategies; :meth:`register` ``(name, cls, *,
+    description="", scenario_kinds=...)`` adds one (a class following :class:`Strategy`) and refuses
+    duplicate names and malformed classes; :meth:`get` looks one up (a
+    :class:`~clproto.errors.ConfigError` listing the known names if absent); :meth:`copy` gives an
+    independent registry to extend without changing the default one. Nothing registers itself by
+    being imported.
+
+    Example::
+
+        import clproto
+        from clproto.strategies import NMC
+
+        registry = clproto.REGISTRY.copy()
+        registry.register("my-nmc", NMC, description="NMC under another name")
+        print(registry.names())  # the built-in names and "my-nmc"
+        runner = clproto.Runner(registry=registry)
+    """
 
     def __init__(self) -> None:
         self._entries: dict[str, Registered] = {}
 
     def register(self, name: str, cls: type, *, description: str = "", scenario_kinds: tuple[str, ...] = SCENARIO_KINDS) -> type:
+        """Add ``cls`` under ``name`` (``description``: one line for ``clproto list``, default its docstring's
+        first line; ``scenario_kinds``: the kinds the default ``clproto run`` uses it for). Returns ``cls``."""
         if name in self._entries:
             raise ValueError(f"a strategy named {name!r} is already registered ({self._entries[name].cls.__qualname__})")
         config_cls = getattr(cls, "Config", None)
@@ -106,6 +190,7 @@ class Registry:
         return cls
 
     def get(self, name: str, *, where: str | None = None) -> Registered:
+        """The entry registered as ``name``; a :class:`~clproto.errors.ConfigError` naming ``where`` if none is."""
         try:
             return self._entries[name]
         except KeyError:
@@ -118,6 +203,7 @@ class Registry:
             ) from None
 
     def names(self) -> list[str]:
+        """Every registered name, sorted."""
         return sorted(self._entries)
 
     def __contains__(self, name: object) -> bool:
@@ -127,6 +213,7 @@ class Registry:
         return iter(self._entries.values())
 
     def copy(self) -> "Registry":
+        """An independent registry with the same entries (registering into it leaves this one unchanged)."""
         new = Registry()
         new._entries = dict(self._entries)
         return new

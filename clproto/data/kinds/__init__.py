@@ -1,0 +1,1 @@
+"""One module per dataset kind or family; registered in :mod:`clproto.data.sources`."""
