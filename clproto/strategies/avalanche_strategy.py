@@ -14,14 +14,14 @@ the network, the budget, the data and the scoring come from clproto:
 * **Network**: ``Network`` = clproto's ``architecture`` (``clproto.nets``) with a linear head over
   all ``num_classes`` classes (Avalanche's class-incremental baselines use one fixed head, plain
   cross-entropy). It takes uint8 ``(B, C, H, W)`` images and scales them as clproto's trained
-  strategies do (``(x/255 − 0.5)/0.25``). It has ``feature_extractor``/``classifier`` (iCaRL,
+  strategies do (the default :class:`~clproto.training.inputs.Normalization`, ``(x/255 − 0.5)/0.25``). It has ``feature_extractor``/``classifier`` (iCaRL,
   FeatureReplay, ER-AML use them) and ``get_features`` (LFL). Initialised from the run seed alone.
 * **Budget**: ``epochs`` → ``train_epochs``, ``batch_size`` → ``train_mb_size``; ``optimizer``,
   ``lr``, ``momentum``, ``weight_decay`` build the torch optimiser; ``schedule`` (cosine, step,
-  constant) is applied per experience by Avalanche's ``LRSchedulerPlugin`` stepping each epoch with
+  constant; not cosine-steps) is applied per experience by Avalanche's ``LRSchedulerPlugin`` stepping each epoch with
   clproto's :func:`~clproto.training.loop.lr_factor` (reset at every experience, as clproto's loop).
 * **Augmentation**: ``crop_padding``/``flip`` are clproto's batched random crop + horizontal flip
-  (:func:`~clproto.training.loop.augment`) applied by a plugin to every training mini-batch just
+  (:func:`~clproto.training.inputs.augment`) applied by a plugin to every training mini-batch just
   before the forward pass — replayed samples included (so iCaRL gets ``buffer_transform=None``) —
   drawn from a generator seeded per experience. Evaluation inputs are never augmented.
 * **Data**: each clproto :class:`Experience` becomes an Avalanche experience through
@@ -60,11 +60,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.nets import build_network
 from clproto.scenarios.scenario import Experience, Scenario
 from clproto.strategies.base import ScenarioDescription
-from clproto.training.loop import PIXEL_MEAN, PIXEL_STD, DivergedError, TrainingConfig, augment, lr_factor, seeded
+from clproto.training.inputs import Normalization, augment
+from clproto.training.loop import DivergedError, TrainingConfig, lr_factor, seeded
 
 TASK_LABELS = ("it keeps one column, mask or expert per task label and picks it at test time by the sample's "
                "task label; a class-incremental scenario gives every sample task label 0 and no task at test "
@@ -166,6 +168,9 @@ class AvalancheConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.schedule == "cosine-steps":  # Avalanche's scheduler plugin steps per epoch here, with lr_factor
+            raise ConfigError("the Avalanche wrapper schedules the learning rate per epoch", field="schedule",
+                              value=self.schedule, expected="constant, cosine or step")
         if self.strategy in NOT_WRAPPED:
             raise ConfigError(f"Avalanche's {self.strategy} cannot run as a clproto row: {NOT_WRAPPED[self.strategy]}",
                               field="strategy", value=self.strategy,
@@ -193,10 +198,11 @@ class AvalancheConfig(TrainingConfig):
 class Network(nn.Module):
     """uint8 ``(B, C, H, W)`` images -> clproto architecture -> linear head -> ``(B, num_classes)`` logits."""
 
-    def __init__(self, *, architecture: str, in_channels: int, num_classes: int) -> None:
+    def __init__(self, *, architecture: str, in_channels: int, num_classes: int,
+                 normalization: Normalization = Normalization()) -> None:
         super().__init__()
         backbone = build_network(architecture, in_channels=in_channels)
-        self.feature_extractor = nn.Sequential(_Scale(), backbone)  # (B, C, H, W) uint8 -> (B, D)
+        self.feature_extractor = nn.Sequential(_Scale(normalization), backbone)  # (B, C, H, W) uint8 -> (B, D)
         self.classifier = nn.Linear(backbone.feature_dim, num_classes)  # (B, D) -> (B, num_classes)
 
     def get_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -207,10 +213,14 @@ class Network(nn.Module):
 
 
 class _Scale(nn.Module):
-    """clproto's fixed input scaling, ``(x/255 − 0.5)/0.25``, on channel-first images."""
+    """The network's input scaling (by default clproto's fixed ``(x/255 − 0.5)/0.25``) on channel-first images."""
+
+    def __init__(self, normalization: Normalization) -> None:
+        super().__init__()
+        self.normalization = normalization
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div(255.0).sub(PIXEL_MEAN).div(PIXEL_STD)  # (B, C, H, W) float32
+        return self.normalization.apply(x, channel_dim=1)  # (B, C, H, W) float32
 
 
 def _own_plugins() -> tuple[type, type]:
@@ -302,10 +312,12 @@ class AvalancheStrategy:
     Config = AvalancheConfig
     input_kind = "images"
 
-    def __init__(self, *, config: AvalancheConfig = AvalancheConfig(), num_classes: int, seed: int = 0) -> None:
+    def __init__(self, *, config: AvalancheConfig = AvalancheConfig(), num_classes: int, seed: int = 0,
+                 context: Optional[RunContext] = None) -> None:
         self.config = config
         self.num_classes = num_classes
         self.seed = seed
+        self.context = context if context is not None else RunContext(seed=seed)  # the device Avalanche trains on
         self.description: Optional[ScenarioDescription] = None  # from begin_scenario, if the runner gives it
         self.template: Any = None  # the Avalanche strategy, built when the input channels are known
         self.seen = torch.zeros(num_classes, dtype=torch.bool)  # (C,) classes trained on so far
@@ -334,7 +346,7 @@ class AvalancheStrategy:
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
             optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay)
+                                        weight_decay=cfg.weight_decay, nesterov=cfg.optimizer == "nesterov")
         Augment, StopOnDivergence = _own_plugins()
         plugins: list = [StopOnDivergence(lr=cfg.lr)]
         if cfg.schedule != "constant":
@@ -348,7 +360,7 @@ class AvalancheStrategy:
         plugins += [available[p["name"]](**p.get("params", {})) for p in cfg.plugins]
         cls = _templates()[cfg.strategy]
         kwargs = dict(optimizer=optimizer, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
-                      eval_mb_size=cfg.batch_size, device="cpu", plugins=plugins,
+                      eval_mb_size=cfg.batch_size, device=self.context.device, plugins=plugins,
                       evaluator=_silent_evaluator(EvaluationPlugin), eval_every=-1)
         if cfg.strategy == "ICaRL":
             kwargs.update(feature_extractor=model.feature_extractor, classifier=model.classifier, buffer_transform=None)
