@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -184,10 +183,12 @@ def definition_path(text: str, section: str) -> Path:
 
 
 def _setup(args) -> None:
+    """Checks and process settings at the edge; ``args.progress``: --no-progress and CLPROTO_PROGRESS, as a value."""
+    from clproto.progress import progress_enabled
+
     if getattr(args, "threads", None) is not None and args.threads < 1:
         raise ConfigError("must be at least 1", where="--threads", value=args.threads)
-    if getattr(args, "no_progress", False):
-        os.environ["CLPROTO_PROGRESS"] = "0"
+    args.progress = progress_enabled(not getattr(args, "no_progress", False))
     if getattr(args, "threads", None):
         import torch
 
@@ -198,7 +199,6 @@ def _setup(args) -> None:
 def cmd_run(args) -> int:
     """A sweep of one grid, run in this process: finished runs are skipped, a failed run leaves error.txt."""
     from clproto.config import load_scenario, load_strategy, read_toml
-    from clproto.progress import progress_enabled
     from clproto.reports.build import markdown_table, write_report
     from clproto.reports.collect import summary_frame
     from clproto.sweep import GridConfig, InProcessBackend, SweepConfig, check_out, expand_grid, run_sweep, worker_settings
@@ -227,15 +227,16 @@ def cmd_run(args) -> int:
     threads = args.threads or _torch_threads()
     loggers = logger_settings(args)
     settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,
-                               models_root=args.models_root, cache_dir=args.cache_dir, progress=progress_enabled(),
+                               models_root=args.models_root, cache_dir=args.cache_dir, progress=args.progress,
                                keep_model=args.keep_model, loggers=loggers.to_dict())
     summary = run_sweep(specs, out=out, backend=InProcessBackend(threads=threads), settings=settings,
-                        progress=progress_enabled(), summary_name=None, overwrite=args.overwrite, desc="run",
+                        progress=args.progress, summary_name=None, overwrite=args.overwrite, desc="run",
                         announce=False)
     results = _collect([out]) if summary.done or summary.skipped else []
     if results:  # the report covers every result under --out, not only this invocation's
         report_dir = out / "report"
-        write_report(results, report_dir, command=shlex.join(["clproto", "report", str(out), "--out", str(report_dir)]))
+        write_report(results, report_dir, command=shlex.join(["clproto", "report", str(out), "--out", str(report_dir)]),
+                     progress=args.progress)
         print()
         print(markdown_table(summary_frame(results)))
     line = (f"{summary.total} runs: {len(summary.done)} done, {len(summary.skipped)} already finished (skipped), "
@@ -280,7 +281,7 @@ def cmd_report(args) -> int:
     command += (["--format", args.fmt] if args.fmt != "png" else []) + (["--split-configs"] if args.split_configs else [])
     command += ["--baseline", args.baseline] if args.baseline else []
     paths = write_report(results, out, title=args.title, fmt=args.fmt, command=shlex.join(command),
-                         baseline=args.baseline)
+                         baseline=args.baseline, progress=args.progress)
     print(markdown_table(summary_frame(results)))
     print(f"{len(results)} runs; wrote {len(paths)} files to {out}/ (tables.md/.tex/.csv, figures, report.html)")
     return 0
@@ -316,7 +317,6 @@ def cmd_evaluate(args) -> int:
     """Re-score a kept model on every experience of another scenario; write <run>/evaluate-<scenario>.json."""
     from clproto.config import named_scenario, parse_override
     from clproto.kept_models import evaluate_kept, table, write_result
-    from clproto.progress import progress_enabled
     from clproto.runner import Runner
     from clproto.sweep import check_seeds
 
@@ -333,7 +333,7 @@ def cmd_evaluate(args) -> int:
     scenario = named_scenario(scenario_path, overrides)
     seeds = check_seeds(args.seeds, where="--seeds") if args.seeds else None
     runner = Runner(registry=registry, data_root=args.data_root, models_root=args.models_root,
-                    cache_dir=args.cache_dir, progress=progress_enabled())
+                    cache_dir=args.cache_dir, progress=args.progress)
     result = evaluate_kept(Path(args.run), scenario, runner=runner, seeds=seeds, model_name=args.model,
                            scenario_where=str(scenario_path))
     path = write_result(Path(args.run), result)
