@@ -124,7 +124,10 @@ class Runner:
       user cache), as ``--data-root`` / ``--models-root`` / ``--cache-dir``;
     * ``progress`` — show progress bars; ``eval_batch_size`` — test samples per ``predict_scores`` call;
     * ``keep_model`` — ``None``, ``"last"`` (``model.pt``) or ``"every"`` (``model-exp<k>.pt``);
-    * ``loggers`` — mirrors of ``log.csv`` (TensorBoard, W&B), see :mod:`clproto.loggers`.
+    * ``loggers`` — mirrors of ``log.csv`` (TensorBoard, W&B), see :mod:`clproto.loggers`;
+    * ``datasets`` — already loaded datasets by the ``dataset`` string scenarios name them with, used
+      instead of loading (e.g. ``{"tiny": dataset}`` for tests and data built in Python);
+    * ``listeners`` — callables told every training event of trained strategies' loops.
 
     :meth:`run` returns a :class:`~clproto.evaluation.RunResult` (and, given ``out_dir``, writes
     ``config.json``, ``log.csv`` and ``results.json`` under ``<out_dir>/<scenario>/<strategy>/seed<k>/``);
