@@ -29,6 +29,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clproto.nets import build_network  # noqa: E402
+from clproto.context import RunContext  # noqa: E402
 from clproto.training.loop import TrainingConfig, TrainingLoop  # noqa: E402
 
 CASES = {  # name -> (architecture, image size, channels, samples)
@@ -70,7 +71,7 @@ def clproto_loop(net: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tens
                  lr: float, seed: int) -> None:
     cfg = TrainingConfig(epochs=epochs, batch_size=batch_size, lr=lr, momentum=0.9, weight_decay=1e-4,
                          schedule="cosine", crop_padding=4, flip=True)
-    loop = TrainingLoop(config=cfg, seed=seed, progress=False)
+    loop = TrainingLoop(config=cfg, seed=seed, context=RunContext(progress=False))
     loop.run(modules=[net, head], groups=[{"params": list(net.parameters()) + list(head.parameters())}], x=x, y=y,
              loss_fn=lambda v, yb: F.cross_entropy(head(net(v[0])), yb), views=1)
 

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from clproto import REGISTRY, Runner  # noqa: E402
 from clproto.config import load_scenario, strategy_from_dict  # noqa: E402
 from clproto.errors import ConfigError  # noqa: E402
-from clproto.evaluation.results import write_text_atomic  # noqa: E402
+from clproto.storage import write_text_atomic  # noqa: E402
 from clproto.progress import progress_bar  # noqa: E402
 
 MOBILENET = "torchscript:mobilenet_v1_0.5_160_imagenet.pt"

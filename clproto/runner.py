@@ -12,6 +12,11 @@ both atomically; a failed run writes no ``results.json``. Strategies with
 ``checkpoint_runs = False``, as NMC does: refitting is cheaper), and a run restarted with the same
 configuration resumes from its last checkpoint.
 
+Each run gets a :class:`~clproto.context.RunContext` (its seed, the runner's progress setting and
+listeners), handed to strategies whose constructor takes a ``context`` and through them to their
+training loops. A run draws from the global torch RNG (seeded with the run seed, restored on resume)
+inside :func:`torch.random.fork_rng`: the caller's generator state is the same after the run.
+
 Every run with a folder also writes ``log.csv`` (per-epoch losses, per-experience accuracies,
 timings; see :mod:`clproto.loggers`), just before ``results.json``, and mirrors it to TensorBoard
 or W&B when asked (``loggers``). ``keep_model`` keeps the strategy's state (weights-only loadable,
@@ -28,12 +33,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
 from clproto.config import ResolvedStrategy, run_hash, to_plain
+from clproto.context import RunContext
 from clproto.data.dataset import Dataset
 from clproto.data.sources import load_dataset
 from clproto.errors import ConfigError
@@ -48,7 +54,7 @@ from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario, build_scenario
 from clproto.storage import write_torch_atomic
 from clproto.strategies import REGISTRY, Registry
-from clproto.strategies.base import ScenarioDescription
+from clproto.strategies.base import ScenarioDescription, accepts_context
 
 
 def versions() -> dict:
@@ -72,10 +78,12 @@ def run_dir(out: str | os.PathLike, scenario: str, strategy: str, seed: int) -> 
     return folder
 
 
-def build_model(entry, strategy: ResolvedStrategy, *, num_classes: int, seed: int):
-    """Instantiate a strategy; its own checks of parameters (ValueError/TypeError) name the definition file."""
+def build_model(entry, strategy: ResolvedStrategy, *, num_classes: int, seed: int, context: Optional[RunContext] = None):
+    """Instantiate a strategy (given ``context`` if its constructor takes one); its own checks of parameters
+    (ValueError/TypeError) name the definition file."""
+    extra = {"context": context} if context is not None and accepts_context(entry.cls) else {}
     try:
-        return entry.cls(config=strategy.params, num_classes=num_classes, seed=seed)
+        return entry.cls(config=strategy.params, num_classes=num_classes, seed=seed, **extra)
     except ConfigError as exc:
         raise exc.located(strategy.where) from None
     except (ValueError, TypeError) as exc:
@@ -116,7 +124,10 @@ class Runner:
       user cache), as ``--data-root`` / ``--models-root`` / ``--cache-dir``;
     * ``progress`` — show progress bars; ``eval_batch_size`` — test samples per ``predict_scores`` call;
     * ``keep_model`` — ``None``, ``"last"`` (``model.pt``) or ``"every"`` (``model-exp<k>.pt``);
-    * ``loggers`` — mirrors of ``log.csv`` (TensorBoard, W&B), see :mod:`clproto.loggers`.
+    * ``loggers`` — mirrors of ``log.csv`` (TensorBoard, W&B), see :mod:`clproto.loggers`;
+    * ``datasets`` — already loaded datasets by the ``dataset`` string scenarios name them with, used
+      instead of loading (e.g. ``{"tiny": dataset}`` for tests and data built in Python);
+    * ``listeners`` — callables told every training event of trained strategies' loops.
 
     :meth:`run` returns a :class:`~clproto.evaluation.RunResult` (and, given ``out_dir``, writes
     ``config.json``, ``log.csv`` and ``results.json`` under ``<out_dir>/<scenario>/<strategy>/seed<k>/``);
@@ -144,6 +155,7 @@ class Runner:
     # datasets given by the caller, by the `dataset` string scenarios name them with (e.g. {"tiny": dataset}):
     # used instead of loading; any other spec is loaded through the dataset kinds (clproto.data.sources)
     datasets: Mapping[str, Dataset] = field(default_factory=dict)
+    listeners: tuple[Callable[[Any], None], ...] = ()  # told every TrainingEvent of trained strategies' loops
 
     def __post_init__(self) -> None:
         if self.keep_model not in KEEP_MODEL:
@@ -154,8 +166,13 @@ class Runner:
             if not isinstance(spec, str) or not isinstance(given, Dataset):
                 raise TypeError(f"Runner(datasets=...): {spec!r} must map a dataset string to a clproto Dataset, "
                                 f"not {type(given).__name__}")
+        self.run_context(0)  # checks the listeners now rather than at the first run
         self._datasets: dict[str, Dataset] = dict(self.datasets)  # loaded (or given) once, by spec
         self._features: dict[tuple[str, str], tuple[Dataset, str, float]] = {}
+
+    def run_context(self, seed: int) -> RunContext:
+        """How a run with ``seed`` executes: passed to its strategy, which passes it to its loops."""
+        return RunContext(seed=seed, progress=self.progress, listeners=tuple(self.listeners))
 
     # ------------------------------------------------------------------ data
     def dataset(self, spec: str, *, where: str = "scenario") -> Dataset:
@@ -199,7 +216,9 @@ class Runner:
         sc = self.scenario(scenario, seed=seed, where=where)
         if hasattr(entry.cls, "check_scenario"):
             entry.cls.check_scenario(sc, strategy.params, where=where)
-        model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed)  # its own parameter checks
+        with torch.random.fork_rng(devices=[]):  # a constructor drawing from the global RNG leaves the caller's alone
+            model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed,  # its own parameter checks
+                                context=self.run_context(seed))
         if self.keep_model and not (hasattr(model, "state_dict") and hasattr(model, "load_state_dict")):
             raise ConfigError(f"--keep-model cannot keep strategy {strategy.name!r}: its class "
                               f"{type(model).__qualname__} has no state_dict()/load_state_dict()",
@@ -228,8 +247,14 @@ class Runner:
         ``record=False``: leave ``log.csv`` and ``results.json`` to the caller (the sweep driver records what
         its workers return with :func:`clproto.run_folder.write_finished`, as this method does).
         Raises :class:`~clproto.errors.ConfigError` for bad input (unknown implementation, a
-        scenario kind the strategy refuses, a missing backbone, ...).
+        scenario kind the strategy refuses, a missing backbone, ...). The global torch RNG is forked for the
+        run: seeded with ``seed`` inside, the caller's state untouched after.
         """
+        with torch.random.fork_rng(devices=[]):
+            return self._run(scenario, strategy, seed=seed, out_dir=out_dir, where=where, record=record)
+
+    def _run(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, *, seed: int,
+             out_dir: str | os.PathLike | None, where: str, record: bool) -> RunResult:
         t_start = time.perf_counter()
         timings = Timings()
         notes: list[str] = []
@@ -248,8 +273,8 @@ class Runner:
         if folder is not None:
             write_config(folder, config, chash)
 
-        torch.manual_seed(seed)
-        model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed)
+        torch.manual_seed(seed)  # inside run's fork_rng: strategies drawing from the global RNG get the run seed's stream
+        model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed, context=self.run_context(seed))
         if hasattr(model, "begin_scenario"):  # the stream's public shape, before any experience (base.py)
             model.begin_scenario(ScenarioDescription.of(sc))
         evaluator = Evaluator(sc, batch_size=self.eval_batch_size)
@@ -278,8 +303,6 @@ class Runner:
         label = f"{scenario.name}/{strategy.name}/seed{seed}"
         log = RunLog.open(self.loggers, folder=folder, label=label, config=config, rows=log_rows)
         loop_listeners = getattr(getattr(model, "loop", None), "listeners", None)
-        if hasattr(getattr(model, "loop", None), "progress"):  # the strategy's TrainingLoop draws bars as the runner does
-            model.loop.progress = self.progress
 
         def on_training(event) -> None:  # per-epoch mean loss of trained strategies
             if event.kind == "epoch_end":

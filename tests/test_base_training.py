@@ -6,10 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
-from clproto.training.base_session import (BaseTrainingConfig, augment, encode, resize_images, train_base_session,
+from clproto.training.base_session import (BaseTrainingConfig, encode, resize_images, train_base_session,
                                            validation_split)
+from clproto.training.inputs import augment
 from conftest import make_tiny_dataset
+
+QUIET = RunContext(progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +21,7 @@ def trained():
     ds = make_tiny_dataset(num_classes=4, train_per_class=40, test_per_class=10, size=8)
     cfg = BaseTrainingConfig(epochs=5, batch_size=32, lr=0.05, image_size=0, val_fraction=0.25, seed=3)
     rng_before = torch.get_rng_state()
-    tb = train_base_session(ds.train_x, ds.train_y, config=cfg, progress=False)
+    tb = train_base_session(ds.train_x, ds.train_y, config=cfg, context=QUIET)
     assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's global RNG is left alone
     return ds, cfg, tb
 
@@ -39,7 +43,7 @@ def test_training_lowers_loss_and_beats_chance(trained):
 
 def test_training_is_deterministic(trained):
     ds, cfg, tb = trained
-    again = train_base_session(ds.train_x, ds.train_y, config=cfg, progress=False)
+    again = train_base_session(ds.train_x, ds.train_y, config=cfg, context=QUIET)
     assert again.history == [{**h, "seconds": a["seconds"]} for h, a in zip(tb.history, again.history)]
     for k, v in tb.state_dict.items():
         assert torch.equal(v, again.state_dict[k]), k
@@ -72,7 +76,7 @@ def test_bad_config_is_config_error(field, value):
 
 def test_empty_base_session_is_config_error():
     with pytest.raises(ConfigError, match="no classes"):
-        train_base_session(np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0, np.int64), progress=False)
+        train_base_session(np.zeros((0, 8, 8, 3), np.uint8), np.zeros(0, np.int64), context=QUIET)
 
 
 def test_a_crafted_base_trained_file_runs_no_code_and_is_set_aside(tmp_path):
@@ -90,3 +94,30 @@ def test_a_crafted_base_trained_file_runs_no_code_and_is_set_aside(tmp_path):
     assert _load(path) is None  # treated as corrupt: the caller trains again
     assert not (tmp_path / "PWNED").exists()
     assert not path.exists() and list(tmp_path.glob("base-trained.pt.corrupt-*"))
+
+
+def test_diverged_base_training_is_an_error_naming_the_backbone():
+    """The shared loop's divergence check covers base training too (it used to carry on with NaN weights)."""
+    ds = make_tiny_dataset(num_classes=2, train_per_class=10, size=8)
+    cfg = BaseTrainingConfig(epochs=3, batch_size=8, lr=1e38, image_size=0)
+    with pytest.raises(ConfigError, match=r"x\.toml, field 'backbone': base training diverged: the loss is nan"):
+        train_base_session(ds.train_x, ds.train_y, config=cfg, context=QUIET, where="x.toml")
+
+
+def test_base_training_reproduces_the_recorded_history():
+    """Base-session training through the shared loop: the history recorded by its own loop before (main 094bc83)."""
+    ds = make_tiny_dataset(num_classes=4, train_per_class=40, test_per_class=10, size=8)
+    cfg = BaseTrainingConfig(epochs=5, batch_size=32, lr=0.05, image_size=0, val_fraction=0.25, seed=3)
+    before = torch.get_rng_state()
+    tb = train_base_session(ds.train_x, ds.train_y, config=cfg, context=QUIET)
+    encode(tb, ds.test_x[:4], progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
+    recorded = [(6.761284383138021, 0.25, 0.25833333333333336, 0.05),
+                (7.133967018127441, 0.225, 0.25, 0.0452254248593737),
+                (5.276478815078735, 0.25, 0.20833333333333334, 0.03272542485937369),
+                (4.320211871465047, 0.475, 0.23333333333333334, 0.01727457514062632),
+                (3.2803634802500405, 0.225, 0.20833333333333334, 0.004774575140626317)]
+    got = [(h["loss"], h["val_acc"], h["train_acc"], h["lr"]) for h in tb.history]
+    assert [g[1:] for g in got] == [r[1:] for r in recorded]  # accuracies and learning rates, exactly
+    assert [g[0] for g in got] == pytest.approx([r[0] for r in recorded], rel=1e-5)
+    assert tb.best_epoch == 3

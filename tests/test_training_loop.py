@@ -8,17 +8,22 @@ import pytest
 import torch
 import torch.nn as nn
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.training.loop import (
     DivergedError,
+    Normalization,
     TrainingConfig,
     TrainingLoop,
     augment,
+    batch_count,
     batches,
     build_optimizer,
     lr_factor,
     to_input,
 )
+
+QUIET = RunContext(progress=False)
 
 
 def _images(n: int = 5, h: int = 4, w: int = 6, c: int = 3) -> torch.Tensor:
@@ -69,6 +74,19 @@ def test_to_input_is_nchw_float_with_fixed_scaling():
     assert out.flatten().tolist() == pytest.approx([-2.0, 2.0])  # (0 - 0.5) / 0.25 and (1 - 0.5) / 0.25
 
 
+def test_to_input_with_a_per_channel_normalization():
+    x = torch.tensor([[[[51, 102, 255]]]], dtype=torch.uint8)  # (1, 1, 1, 3): 0.2, 0.4, 1.0 after / 255
+    out = to_input(x, Normalization(mean=(0.2, 0.5, 0.0), std=(0.1, 0.2, 0.5)))
+    assert out.flatten().tolist() == pytest.approx([0.0, -0.5, 2.0])
+    assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("mean,std", [((), ()), ((0.5, 0.5), (0.25,)), ((0.5,), (0.0,))])
+def test_bad_normalization_is_a_config_error(mean, std):
+    with pytest.raises(ConfigError, match="normalization"):
+        Normalization(mean=mean, std=std)
+
+
 def test_lr_schedules():
     cos = TrainingConfig(epochs=4, schedule="cosine")
     assert [lr_factor(cos, e) for e in range(4)] == pytest.approx([1.0, (1 + math.cos(math.pi / 4)) / 2, 0.5,
@@ -83,6 +101,42 @@ def test_batches_cover_every_sample_once_and_never_leave_a_single_sample():
     assert [len(p) for p in parts] == [4, 5]
     assert sorted(torch.cat(parts).tolist()) == list(range(9))
     assert [len(p) for p in batches(8, 4, torch.Generator().manual_seed(0))] == [4, 4]
+
+
+def test_a_lone_last_batch_can_stay_alone():
+    parts = batches(9, 4, torch.Generator().manual_seed(0), merge_lone=False)
+    assert [len(p) for p in parts] == [4, 4, 1]
+    assert torch.equal(torch.cat(parts), torch.cat(batches(9, 4, torch.Generator().manual_seed(0))))  # same shuffle
+    assert [batch_count(n, 4, merge_lone=m) for n in (8, 9, 10) for m in (True, False)] == [2, 2, 2, 3, 3, 3]
+    assert batch_count(1, 4) == 1
+
+
+def test_cosine_steps_follows_torchs_cosine_annealing_over_every_step(monkeypatch):
+    """schedule = "cosine-steps" (base-session training): the rate of torch's CosineAnnealingLR, stepped per batch."""
+    net = nn.Linear(3, 2)
+    rates = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):  # the rate each optimiser step uses
+        rates.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", spy)
+    cfg = TrainingConfig(epochs=2, batch_size=4, lr=0.1, schedule="cosine-steps", crop_padding=0, flip=False)
+    TrainingLoop(config=cfg, seed=0, context=QUIET).run(
+        modules=[net], groups=[{"params": list(net.parameters())}], x=_images(n=10, h=1, w=3, c=1),
+        y=torch.arange(10) % 2, loss_fn=lambda v, yb: nn.functional.cross_entropy(net(v[0].flatten(1)), yb))
+    total = 2 * 3  # 2 epochs of ceil(10 / 4) = 3 batches
+    assert rates == pytest.approx([0.1 * (1 + math.cos(math.pi * t / total)) / 2 for t in range(total)])
+
+
+def test_nesterov_optimizer_needs_momentum():
+    a = nn.Parameter(torch.zeros(2))
+    sgd = build_optimizer(TrainingConfig(optimizer="nesterov", momentum=0.9), [{"params": [a]}])
+    assert sgd.param_groups[0]["nesterov"] is True
+    assert build_optimizer(TrainingConfig(), [{"params": [a]}]).param_groups[0]["nesterov"] is False
+    with pytest.raises(ConfigError, match="momentum"):
+        TrainingConfig(optimizer="nesterov", momentum=0.0)
 
 
 def test_optimizer_groups_override_and_the_callers_groups_are_not_mutated():
@@ -104,7 +158,7 @@ def _train(seed: int, epochs: int = 3, **kw) -> tuple[nn.Module, list[float], Tr
         torch.manual_seed(0)
         net = nn.Sequential(nn.Flatten(), nn.Linear(48, 2))
     cfg = TrainingConfig(epochs=epochs, batch_size=6, lr=0.01, crop_padding=1, **kw)
-    loop = TrainingLoop(config=cfg, seed=seed, progress=False)
+    loop = TrainingLoop(config=cfg, seed=seed, context=QUIET)
     losses = loop.run(modules=[net], groups=[{"params": list(net.parameters())}], x=x, y=y, views=2,
                       loss_fn=lambda v, yb: nn.functional.cross_entropy(net(torch.cat(v)), yb.repeat(2)))
     return net, losses, loop
@@ -124,7 +178,7 @@ def test_training_is_deterministic_in_the_seed_and_learns():
 def test_generator_state_round_trip_continues_the_same_stream():
     _, _, loop = _train(seed=1, epochs=1)
     state = loop.state_dict()
-    other = TrainingLoop(config=loop.config, seed=99, progress=False)
+    other = TrainingLoop(config=loop.config, seed=99, context=QUIET)
     other.load_state_dict(state)
     assert torch.equal(torch.randperm(50, generator=loop.generator), torch.randperm(50, generator=other.generator))
 
@@ -144,7 +198,7 @@ def test_nan_loss_stops_with_experience_epoch_and_step():
         out = net(views[0].flatten(1)[:, :2]).mean()
         return out * float("nan") if len(calls) == 4 else out
 
-    loop = TrainingLoop(config=TrainingConfig(epochs=3, batch_size=2, crop_padding=0, flip=False), seed=0, progress=False)
+    loop = TrainingLoop(config=TrainingConfig(epochs=3, batch_size=2, crop_padding=0, flip=False), seed=0, context=QUIET)
     with pytest.raises(DivergedError, match=r"experience 7, epoch 1, step 3") as info:
         loop.run(modules=[net], groups=[{"params": list(net.parameters())}], x=_images(n=6, h=1, w=2, c=1),
                  y=torch.zeros(6, dtype=torch.long), loss_fn=loss_fn, experience=7)

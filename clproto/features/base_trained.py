@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clproto.context import RunContext
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
@@ -147,7 +148,7 @@ def load_or_train(scenario: Scenario, spec: str, *, cache_dir: str | os.PathLike
         t0 = time.perf_counter()
         trained = train_base_session(scenario.dataset.train_x[base.train_indices],
                                      scenario.dataset.train_y[base.train_indices],
-                                     config=config, progress=progress, where=where)
+                                     config=config, context=RunContext(progress=progress), where=where)
         seconds = time.perf_counter() - t0
         state = dataclasses.asdict(trained)
         state["config"] = dataclasses.asdict(trained.config)

@@ -146,8 +146,8 @@ def write_report(results: list[RunResult], out: str | os.PathLike, *, title: str
     Files an earlier report wrote here and this one did not are removed (those its manifest lists, and
     clproto's figure names); other files are left alone. ``command``: the command line that regenerates
     the report, shown in report.html. With ``baseline``, table cells that differ significantly from that
-    strategy's are marked † (:func:`~clproto.reports.tables.mark_differences`). ``progress``: a progress bar
-    while the figures are drawn.
+    strategy's are marked † (:func:`~clproto.reports.tables.mark_differences`). ``progress``: a bar while
+    the figures are drawn.
     """
     from clproto.reports.figures import FORMATS, write_figures
     from clproto.reports.html import write_html

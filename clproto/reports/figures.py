@@ -197,7 +197,7 @@ def _forgetting(results: list[RunResult], styles, out: Path, fmt: str) -> Option
 
 
 def write_figures(results: list[RunResult], out: Path, *, fmt: str = "png", progress: bool = True) -> list[Figure]:
-    """Write every figure into ``out`` as ``fmt`` (png or pdf); return them in report order."""
+    """Write every figure into ``out`` as ``fmt`` (png or pdf); return them in report order (a bar with ``progress``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,5 +218,5 @@ def write_figures(results: list[RunResult], out: Path, *, fmt: str = "png", prog
         for runs in _by_strategy(results, scenario).values():
             jobs.append(partial(_accuracy_matrix, runs, out, fmt))
     jobs.append(partial(_forgetting, results, styles, out, fmt))
-    figures = [job() for job in progress_bar(jobs, desc="report figures", unit="figure", enabled=progress)]
+    figures = [job() for job in progress_bar(jobs, desc="report figures", enabled=progress, unit="figure")]
     return [f for f in figures if f is not None]

@@ -114,6 +114,9 @@ class AvalancheConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.schedule == "cosine-steps":  # Avalanche's scheduler plugin steps per epoch here, with lr_factor
+            raise ConfigError("the Avalanche wrapper schedules the learning rate per epoch", field="schedule",
+                              value=self.schedule, expected="constant, cosine or step")
         if self.strategy in NOT_WRAPPED:
             raise ConfigError(f"Avalanche's {self.strategy} cannot run as a clproto row: {NOT_WRAPPED[self.strategy]}",
                               field="strategy", value=self.strategy,

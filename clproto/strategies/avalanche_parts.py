@@ -18,16 +18,18 @@ import torch.nn as nn
 
 from clproto.nets import build_network
 from clproto.strategies.base import ScenarioDescription
-from clproto.training.loop import PIXEL_MEAN, PIXEL_STD, DivergedError, augment
+from clproto.training.inputs import Normalization, augment
+from clproto.training.loop import DivergedError
 
 
 class Network(nn.Module):
     """uint8 ``(B, C, H, W)`` images -> clproto architecture -> linear head -> ``(B, num_classes)`` logits."""
 
-    def __init__(self, *, architecture: str, in_channels: int, num_classes: int) -> None:
+    def __init__(self, *, architecture: str, in_channels: int, num_classes: int,
+                 normalization: Normalization = Normalization()) -> None:
         super().__init__()
         backbone = build_network(architecture, in_channels=in_channels)
-        self.feature_extractor = nn.Sequential(_Scale(), backbone)  # (B, C, H, W) uint8 -> (B, D)
+        self.feature_extractor = nn.Sequential(_Scale(normalization), backbone)  # (B, C, H, W) uint8 -> (B, D)
         self.classifier = nn.Linear(backbone.feature_dim, num_classes)  # (B, D) -> (B, num_classes)
 
     def get_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -38,10 +40,14 @@ class Network(nn.Module):
 
 
 class _Scale(nn.Module):
-    """clproto's fixed input scaling, ``(x/255 − 0.5)/0.25``, on channel-first images."""
+    """The network's input scaling (by default clproto's fixed ``(x/255 − 0.5)/0.25``) on channel-first images."""
+
+    def __init__(self, normalization: Normalization) -> None:
+        super().__init__()
+        self.normalization = normalization
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.float().div(255.0).sub(PIXEL_MEAN).div(PIXEL_STD)  # (B, C, H, W) float32
+        return self.normalization.apply(x, channel_dim=1)  # (B, C, H, W) float32
 
 
 def _own_plugins() -> tuple[type, type]:

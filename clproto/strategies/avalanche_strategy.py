@@ -14,14 +14,14 @@ the network, the budget, the data and the scoring come from clproto:
 * **Network**: ``Network`` = clproto's ``architecture`` (``clproto.nets``) with a linear head over
   all ``num_classes`` classes (Avalanche's class-incremental baselines use one fixed head, plain
   cross-entropy). It takes uint8 ``(B, C, H, W)`` images and scales them as clproto's trained
-  strategies do (``(x/255 − 0.5)/0.25``). It has ``feature_extractor``/``classifier`` (iCaRL,
+  strategies do (the default :class:`~clproto.training.inputs.Normalization`, ``(x/255 − 0.5)/0.25``). It has ``feature_extractor``/``classifier`` (iCaRL,
   FeatureReplay, ER-AML use them) and ``get_features`` (LFL). Initialised from the run seed alone.
 * **Budget**: ``epochs`` → ``train_epochs``, ``batch_size`` → ``train_mb_size``; ``optimizer``,
   ``lr``, ``momentum``, ``weight_decay`` build the torch optimiser; ``schedule`` (cosine, step,
-  constant) is applied per experience by Avalanche's ``LRSchedulerPlugin`` stepping each epoch with
+  constant; not cosine-steps) is applied per experience by Avalanche's ``LRSchedulerPlugin`` stepping each epoch with
   clproto's :func:`~clproto.training.loop.lr_factor` (reset at every experience, as clproto's loop).
 * **Augmentation**: ``crop_padding``/``flip`` are clproto's batched random crop + horizontal flip
-  (:func:`~clproto.training.loop.augment`) applied by a plugin to every training mini-batch just
+  (:func:`~clproto.training.inputs.augment`) applied by a plugin to every training mini-batch just
   before the forward pass — replayed samples included (so iCaRL gets ``buffer_transform=None``) —
   drawn from a generator seeded per experience. Evaluation inputs are never augmented.
 * **Data**: each clproto :class:`Experience` becomes an Avalanche experience through
@@ -59,6 +59,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.scenarios.scenario import Experience, Scenario
 from clproto.strategies.avalanche_config import AvalancheConfig, _plugin_classes, _templates
@@ -75,10 +76,12 @@ class AvalancheStrategy:
     Config = AvalancheConfig
     input_kind = "images"
 
-    def __init__(self, *, config: AvalancheConfig = AvalancheConfig(), num_classes: int, seed: int = 0) -> None:
+    def __init__(self, *, config: AvalancheConfig = AvalancheConfig(), num_classes: int, seed: int = 0,
+                 context: Optional[RunContext] = None) -> None:
         self.config = config
         self.num_classes = num_classes
         self.seed = seed
+        self.context = context if context is not None else RunContext(seed=seed)  # the device Avalanche trains on
         self.description: Optional[ScenarioDescription] = None  # from begin_scenario, if the runner gives it
         self.template: Any = None  # the Avalanche strategy, built when the input channels are known
         self.seen = torch.zeros(num_classes, dtype=torch.bool)  # (C,) classes trained on so far
@@ -107,7 +110,7 @@ class AvalancheStrategy:
             optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
             optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                        weight_decay=cfg.weight_decay)
+                                        weight_decay=cfg.weight_decay, nesterov=cfg.optimizer == "nesterov")
         Augment, StopOnDivergence = _own_plugins()
         plugins: list = [StopOnDivergence(lr=cfg.lr)]
         if cfg.schedule != "constant":
@@ -121,7 +124,7 @@ class AvalancheStrategy:
         plugins += [available[p["name"]](**p.get("params", {})) for p in cfg.plugins]
         cls = _templates()[cfg.strategy]
         kwargs = dict(optimizer=optimizer, train_mb_size=cfg.batch_size, train_epochs=cfg.epochs,
-                      eval_mb_size=cfg.batch_size, device="cpu", plugins=plugins,
+                      eval_mb_size=cfg.batch_size, device=self.context.device, plugins=plugins,
                       evaluator=_silent_evaluator(EvaluationPlugin), eval_every=-1)
         if cfg.strategy == "ICaRL":
             kwargs.update(feature_extractor=model.feature_extractor, classifier=model.classifier, buffer_transform=None)

@@ -5,7 +5,10 @@ A strategy is any class with
 * ``Config`` — a dataclass of its hyperparameters (each with a default and a comment);
 * ``input_kind`` — ``"features"`` (it consumes backbone features, which the runner computes
   once and caches) or ``"images"`` (it trains its own network on uint8 images);
-* ``__init__(*, config, num_classes, seed)`` — keyword-only;
+* ``__init__(*, config, num_classes, seed)`` — keyword-only; a constructor that also takes a
+  ``context`` keyword receives the run's :class:`~clproto.context.RunContext` (progress bars,
+  listeners, device, precision), which it hands to the training loops and extractors it builds;
+  one without it works as before (:func:`accepts_context`);
 * ``fit_experience(experience)`` — learn from one :class:`~clproto.scenarios.Experience`;
 * ``predict_scores(x) -> (N, num_classes)`` — higher is more likely; classes the strategy has
   not seen should score ``-inf`` (the evaluator also restricts class-IL argmax to seen classes).
@@ -36,11 +39,13 @@ error, and nothing registers itself by being imported.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Optional, Protocol, runtime_checkable
 
 import torch
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.scenarios.scenario import Experience
 
@@ -219,6 +224,17 @@ class Registry:
         return new
 
 
-def build_strategy(entry: Registered, params: Any, *, num_classes: int, seed: int) -> Strategy:
-    """Instantiate ``entry.cls`` with a validated Config instance."""
-    return entry.cls(config=params, num_classes=num_classes, seed=seed)
+def accepts_context(cls: type) -> bool:
+    """Whether ``cls``'s constructor takes a ``context`` keyword (then it is given the run's RunContext)."""
+    try:
+        param = inspect.signature(cls).parameters.get("context")
+    except (TypeError, ValueError):  # no introspectable signature
+        return False
+    return param is not None and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
+
+
+def build_strategy(entry: Registered, params: Any, *, num_classes: int, seed: int,
+                   context: Optional[RunContext] = None) -> Strategy:
+    """Instantiate ``entry.cls`` with a validated Config instance; ``context`` reaches classes that take one."""
+    extra = {"context": context} if context is not None and accepts_context(entry.cls) else {}
+    return entry.cls(config=params, num_classes=num_classes, seed=seed, **extra)

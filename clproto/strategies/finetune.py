@@ -20,10 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.nets import build_network
 from clproto.scenarios.scenario import Experience
-from clproto.training.loop import TrainingConfig, TrainingLoop, seeded, to_input
+from clproto.training.loop import TrainingConfig, TrainingLoop, seeded
 
 
 @dataclass(frozen=True)
@@ -37,11 +38,13 @@ class FineTune:
     Config = FineTuneConfig
     input_kind = "images"
 
-    def __init__(self, *, config: FineTuneConfig = FineTuneConfig(), num_classes: int, seed: int = 0) -> None:
+    def __init__(self, *, config: FineTuneConfig = FineTuneConfig(), num_classes: int, seed: int = 0,
+                 context: RunContext | None = None) -> None:
         self.config = config
         self.num_classes = num_classes
         self.seed = seed
-        self.loop = TrainingLoop(config=config, seed=seed)
+        # progress bars and listeners from the run's context; shuffles and augmentation seeded by the run seed
+        self.loop = TrainingLoop(config=config, seed=seed, context=context if context is not None else RunContext(seed=seed))
         self.backbone: nn.Module | None = None  # built at the first experience (input channels known then)
         self.classifier: nn.Linear | None = None  # (feature_dim -> num_classes)
         self.in_channels = 0
@@ -77,7 +80,7 @@ class FineTune:
 
     def predict_scores(self, x: torch.Tensor) -> torch.Tensor:
         assert self.backbone is not None, "FineTune has not been trained"
-        logits = self.classifier(self.backbone(to_input(x)))  # (N, C)
+        logits = self.classifier(self.backbone(self.loop.to_input(x)))  # (N, C)
         return logits.masked_fill(~self.seen, float("-inf"))
 
     def state_dict(self) -> dict:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.scenarios.scenario import Experience
 from clproto.strategies.finetune import FineTune, FineTuneConfig
@@ -33,9 +34,10 @@ class Joint:
     Config = JointConfig
     input_kind = "images"
 
-    def __init__(self, *, config: JointConfig = JointConfig(), num_classes: int, seed: int = 0) -> None:
+    def __init__(self, *, config: JointConfig = JointConfig(), num_classes: int, seed: int = 0,
+                 context: RunContext | None = None) -> None:
         self.config = config
-        self.learner = FineTune(config=config, num_classes=num_classes, seed=seed)
+        self.learner = FineTune(config=config, num_classes=num_classes, seed=seed, context=context)
         self.indices = np.empty(0, dtype=np.int64)  # (n_seen,) training-set indices of every sample seen so far
 
     @property

@@ -48,11 +48,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.losses import RELATION_AXES, prototype_loss, relation_distillation, relation_scores, supcon_loss
 from clproto.nets import build_network
 from clproto.scenarios.scenario import Experience
-from clproto.training.loop import TrainingConfig, TrainingLoop, seeded, to_input
+from clproto.training.loop import TrainingConfig, TrainingLoop, seeded
 
 
 @dataclass(frozen=True)
@@ -89,11 +90,13 @@ class PRD:
     Config = PRDConfig
     input_kind = "images"
 
-    def __init__(self, *, config: PRDConfig = PRDConfig(), num_classes: int, seed: int = 0) -> None:
+    def __init__(self, *, config: PRDConfig = PRDConfig(), num_classes: int, seed: int = 0,
+                 context: RunContext | None = None) -> None:
         self.config = config
         self.num_classes = num_classes
         self.seed = seed
-        self.loop = TrainingLoop(config=config, seed=seed)
+        # progress bars and listeners from the run's context; shuffles and augmentation seeded by the run seed
+        self.loop = TrainingLoop(config=config, seed=seed, context=context if context is not None else RunContext(seed=seed))
         self.in_channels = 0
         self.backbone: nn.Module | None = None  # f, built at the first experience
         self.head: nn.Module | None = None  # g, projection MLP for SupCon
@@ -192,7 +195,7 @@ class PRD:
     def predict_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of f(x) to the prototypes of seen classes; -inf for unseen classes."""
         assert self.backbone is not None, "PRD has not been trained"
-        f = F.normalize(self.backbone(to_input(x)), dim=1)  # (N, D)
+        f = F.normalize(self.backbone(self.loop.to_input(x)), dim=1)  # (N, D)
         p = F.normalize(self.prototypes.detach(), dim=1)  # (C, D)
         return (f @ p.T).masked_fill(~self.seen, float("-inf"))  # (N, C)
 

@@ -8,9 +8,12 @@ and cross-entropy,
     logits_k(x) = s · cos(f(x), w_k),   L = CE(logits(x), y),
 
 then freeze the network for every later session. Optimiser and schedule follow TEEN's scripts: SGD with
-Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay over the epochs; random crop
-(zero padding) and horizontal flip, done here on uint8 tensors. TEEN's CIFAR-100 setting is 600 epochs,
+Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay over every step; random crop
+(zero padding) and horizontal flip, done on uint8 tensors. TEEN's CIFAR-100 setting is 600 epochs,
 lr 0.1, batch 256, s = 16; the defaults below are far shorter so that a base session fits a 2-core CPU.
+The training itself is the shared :class:`~clproto.training.loop.TrainingLoop` (same shuffles,
+augmentation and input scaling as every trained strategy) with the cosine head's cross-entropy as its
+loss; a listener validates after every epoch.
 
 Checkpoint selection: TEEN's code keeps the epoch with the best accuracy on the *test* set of the base
 classes. We do not: a stratified ``val_fraction`` of the base *training* images is held out, the best
@@ -18,7 +21,8 @@ epoch on it is kept, and the test set is never looked at during training.
 
 Images are optionally resized to ``image_size`` (bilinear, antialiased) once, before training; the same
 resize is part of the trained backbone's preprocessing. Inputs are scaled to [0, 1] and standardised
-with the per-channel mean/std of the base training images.
+with the per-channel mean/std of the base training images: the backbone's
+:class:`~clproto.training.inputs.Normalization`, kept with its weights.
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.nets import ARCHITECTURES, build_network
 from clproto.progress import progress_bar
+from clproto.training.inputs import Normalization, to_input
+from clproto.training.loop import DivergedError, TrainingConfig, TrainingEvent, TrainingLoop, seeded
 
 
 @dataclass(frozen=True)
@@ -90,9 +97,15 @@ class TrainedBase:
     best_val_accuracy: float | None = None  # None when val_fraction = 0 (the last epoch is kept)
 
     def network(self) -> nn.Module:
-        net = build_network(self.config.architecture, in_channels=self.in_channels)
+        with torch.random.fork_rng(devices=[]):  # the initialisation, overwritten below, leaves the caller's RNG alone
+            net = build_network(self.config.architecture, in_channels=self.in_channels)
         net.load_state_dict(self.state_dict)
         return net.eval()
+
+    @property
+    def normalization(self) -> Normalization:
+        """The input scaling the network was trained with (its base images' per-channel statistics)."""
+        return Normalization(mean=tuple(self.mean), std=tuple(self.std))
 
 
 class CosineClassifier(nn.Module):
@@ -122,28 +135,6 @@ def resize_images(images: np.ndarray, size: int, *, batch: int = 2048) -> torch.
     return out
 
 
-def augment(x: torch.Tensor, *, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding and random horizontal flip of a (B, H, W, C) uint8 batch."""
-    B, H, W, _ = x.shape
-    if padding > 0:
-        xp = F.pad(x, (0, 0, padding, padding, padding, padding))  # (B, H+2p, W+2p, C)
-        oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
-        ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator)
-        rows = oy[:, None] + torch.arange(H)  # (B, H)
-        cols = ox[:, None] + torch.arange(W)  # (B, W)
-        x = xp[torch.arange(B)[:, None, None], rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
-    if flip:
-        mirror = torch.rand(B, generator=generator) < 0.5
-        x = torch.where(mirror[:, None, None, None], x.flip(2), x)
-    return x
-
-
-def to_input(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(B, H, W, C) uint8 -> (B, C, H, W) standardised float32 in channels-last memory (faster convs on CPU)."""
-    f = (x.float() / 255.0 - mean) / std  # (B, H, W, C)
-    return f.permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
-
-
 def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of positions ``0..N-1``: ``fraction`` of each class (at least one sample left to train on)."""
     train, val = [], []
@@ -157,20 +148,57 @@ def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
 
 # --------------------------------------------------------------------------- training
 @torch.no_grad()
-def _accuracy(net: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, mean, std, batch: int) -> float:
+def _accuracy(net: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, normalization: Normalization,
+              batch: int) -> float:
     net.eval()
     correct = 0
     for i in range(0, len(x), batch):
-        pred = head(net(to_input(x[i:i + batch], mean, std))).argmax(1)
+        pred = head(net(to_input(x[i:i + batch], normalization))).argmax(1)  # (B,)
         correct += int((pred == y[i:i + batch]).sum())
     return correct / max(len(x), 1)
 
 
+def loop_config(config: BaseTrainingConfig) -> TrainingConfig:
+    """The shared loop's settings for base training: SGD (Nesterov when there is momentum), cosine decay per step."""
+    return TrainingConfig(architecture=config.architecture, epochs=config.epochs, batch_size=config.batch_size,
+                          optimizer="nesterov" if config.momentum > 0 else "sgd", lr=config.lr,
+                          momentum=config.momentum, weight_decay=config.weight_decay, schedule="cosine-steps",
+                          crop_padding=config.crop_padding, flip=config.flip)
+
+
+class _EpochRecord:
+    """A listener of the loop: training accuracy per step; after every epoch, validation and the best weights so far."""
+
+    def __init__(self, *, net: nn.Module, head: nn.Module, x_va: torch.Tensor, y_va: torch.Tensor,
+                 normalization: Normalization, n_train: int) -> None:
+        self.net, self.head, self.x_va, self.y_va = net, head, x_va, y_va
+        self.normalization = normalization
+        self.n_train = n_train
+        self.history: list[dict] = []  # one dict per epoch: epoch, loss, train_acc, val_acc, lr, seconds
+        self.best: tuple[float, int, dict | None] = (-1.0, -1, None)  # (val accuracy, epoch, weights)
+        self._correct, self._lr, self._t0 = 0, float("nan"), 0.0
+
+    def __call__(self, event: TrainingEvent) -> None:
+        if event.kind == "epoch_start":
+            self._correct, self._lr, self._t0 = 0, event.lr, time.perf_counter()
+        elif event.kind == "step":
+            self._correct += int((event.scores.argmax(1) == event.targets).sum())
+        elif event.kind == "epoch_end":
+            val_acc = (_accuracy(self.net, self.head, self.x_va, self.y_va, self.normalization, 512)
+                       if len(self.x_va) else None)
+            self.history.append({"epoch": event.epoch, "loss": event.loss, "train_acc": self._correct / self.n_train,
+                                 "val_acc": val_acc, "lr": self._lr, "seconds": time.perf_counter() - self._t0})
+            score = val_acc if val_acc is not None else float(event.epoch)  # without validation: keep the last epoch
+            if score >= self.best[0]:
+                self.best = (score, event.epoch, copy.deepcopy(self.net.state_dict()))
+
+
 def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTrainingConfig = BaseTrainingConfig(),
-                       progress: bool = True, where: str | None = None) -> TrainedBase:
+                       context: RunContext = RunContext(), where: str | None = None) -> TrainedBase:
     """Train ``config.architecture`` with a cosine classifier on base-session images ``(N, H, W, C)`` uint8.
 
-    ``labels`` are dataset labels (any integers); the global torch RNG is left untouched.
+    ``labels`` are dataset labels (any integers); the global torch RNG is left untouched. ``context``
+    gives the progress bars and listeners of the training loop (``config.seed`` seeds it, not the run seed).
     """
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ConfigError("base training needs uint8 images (N, H, W, C)", where=where, field="backbone",
@@ -188,51 +216,33 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
     pixels = x_tr.reshape(-1, x_tr.shape[-1]).double() / 255.0  # (N*S*S, C)
     mean, std = pixels.mean(0).float(), pixels.std(0).float().clamp_min(1e-3)  # (C,), (C,)
     del pixels
+    normalization = Normalization(mean=tuple(mean.tolist()), std=tuple(std.tolist()))  # float32 values, exactly
 
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
+    with seeded(cfg.seed):
         net = build_network(cfg.architecture, in_channels=x_all.shape[-1], where=where).to(memory_format=torch.channels_last)
         head = CosineClassifier(in_features=net.feature_dim, num_classes=len(classes), scale=cfg.scale)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    params = list(net.parameters()) + list(head.parameters())
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                          weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(x_tr) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
+    loop = TrainingLoop(config=loop_config(cfg), seed=cfg.seed, context=context, normalization=normalization,
+                        merge_lone_batch=False)
+    record = _EpochRecord(net=net, head=head, x_va=x_va, y_va=y_va, normalization=normalization, n_train=len(x_tr))
+    loop.listeners.append(record)
 
-    history: list[dict] = []
-    best = (-1.0, -1, None)  # (val accuracy, epoch, weights)
-    bar = progress_bar(range(cfg.epochs), desc=f"base training {cfg.architecture}", enabled=progress, unit="epoch")
-    for epoch in bar:
-        net.train()
-        head.train()
-        perm = torch.randperm(len(x_tr), generator=gen)
-        total_loss, correct, lr, t0 = 0.0, 0, opt.param_groups[0]["lr"], time.perf_counter()
-        for s in progress_bar(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress,
-                              unit="step"):
-            idx = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
-            xb = augment(x_tr[idx], padding=cfg.crop_padding, flip=cfg.flip, generator=gen)  # (B, S, S, C)
-            logits = head(net(to_input(xb, mean, std)))  # (B, K)
-            loss = F.cross_entropy(logits, y_tr[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total_loss += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == y_tr[idx]).sum())
-        val_acc = _accuracy(net, head, x_va, y_va, mean, std, 512) if len(x_va) else None
-        history.append({"epoch": epoch, "loss": total_loss / len(x_tr), "train_acc": correct / len(x_tr),
-                        "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - t0})
-        score = val_acc if val_acc is not None else float(epoch)  # without validation: keep the last epoch
-        if score >= best[0]:
-            best = (score, epoch, copy.deepcopy(net.state_dict()))
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val_acc if val_acc is not None else float('nan'):.3f}")
+    def loss_fn(views: list[torch.Tensor], yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = head(net(views[0]))  # (B, K)
+        return F.cross_entropy(logits, yb), logits.detach()
 
-    state = {k: v.contiguous() for k, v in best[2].items()}
+    try:
+        loop.run(modules=[net, head], groups=[{"params": list(net.parameters()) + list(head.parameters())}],
+                 x=x_tr, y=y_tr, loss_fn=loss_fn, desc=f"base training {cfg.architecture}")
+    except DivergedError as exc:
+        what = exc.message.split(";")[0]  # "training diverged: the loss is nan at experience 0, epoch e, step s"
+        raise DivergedError(f"base {what}; nothing was cached", where=where, field="backbone", value=f"lr={cfg.lr}",
+                            expected="a smaller lr in the base-trained backbone") from None
+
+    best_val, best_epoch, best_state = record.best
+    state = {k: v.contiguous() for k, v in best_state.items()}
     return TrainedBase(config=cfg, state_dict=state, in_channels=int(x_all.shape[-1]), mean=mean.tolist(),
-                       std=std.tolist(), classes=classes, history=history, best_epoch=best[1],
-                       best_val_accuracy=best[0] if len(x_va) else None)
+                       std=std.tolist(), classes=classes, history=record.history, best_epoch=best_epoch,
+                       best_val_accuracy=best_val if len(x_va) else None)
 
 
 @torch.no_grad()
@@ -241,12 +251,12 @@ def encode(trained: TrainedBase, images: np.ndarray, *, net: nn.Module | None = 
     """Features of the trained network under the test transform: (N, H, W, C) uint8 -> (N, D) float32."""
     net = net if net is not None else trained.network()
     net = net.eval().to(memory_format=torch.channels_last)
-    mean, std = torch.tensor(trained.mean), torch.tensor(trained.std)
+    normalization = trained.normalization
     out = []
     for i in progress_bar(range(0, len(images), batch), desc=desc or "base-trained features", enabled=progress,
                           total=math.ceil(len(images) / batch), unit="batch"):
         x = resize_images(images[i:i + batch], trained.config.image_size)  # (B, S, S, C)
-        out.append(net(to_input(x, mean, std)).float().numpy())  # (B, D)
+        out.append(net(to_input(x, normalization)).float().numpy())  # (B, D)
     if not out:
         return np.zeros((0, net.feature_dim), np.float32)
     return np.concatenate(out).astype(np.float32)

@@ -1,17 +1,21 @@
-"""The training loop shared by strategies that train their own network on uint8 images.
+"""The training loop shared by every network clproto trains on uint8 images.
 
 One call of :meth:`TrainingLoop.run` trains for ``epochs`` passes over one experience's
 training set: a seeded shuffle, mini-batches of ``batch_size``, ``views`` independently
 augmented copies of each batch (random crop with zero padding + horizontal flip, done batched
-on the uint8 tensor before a single conversion to float), the strategy's loss, one optimiser
-step. The optimiser (SGD with momentum or Adam) and its learning-rate schedule are rebuilt for
-every experience from the strategy's :class:`TrainingConfig`; the only state carried between
-experiences is the random generator, so a checkpoint after an experience resumes exactly.
+on the uint8 tensor before a single conversion to float: :mod:`clproto.training.inputs`), the
+caller's loss, one optimiser step. The optimiser (SGD, SGD with Nesterov momentum, or Adam) and
+its learning-rate schedule are rebuilt for every experience from the caller's
+:class:`TrainingConfig`; the only state carried between experiences is the random generator, so a
+checkpoint after an experience resumes exactly. The strategies (fine-tuning, joint, PRD) and
+base-session training (:mod:`clproto.training.base_session`, the loop plus a cosine head) use it.
 
-The loop creates no threads of its own: ``torch.set_num_threads`` (the CLI's ``--threads``)
-decides the parallelism. A non-finite loss stops training at once with :class:`DivergedError`
-naming the experience, epoch and step; the runner's checkpoint of the previous experience is
-left untouched.
+How the loop runs — progress bars, listeners — comes from the :class:`~clproto.context.RunContext`
+it is given; the input scaling from the :class:`~clproto.training.inputs.Normalization` of the
+network it trains. The loop creates no threads of its own: ``torch.set_num_threads`` (the CLI's
+``--threads``) decides the parallelism. A non-finite loss stops training at once with
+:class:`DivergedError` naming the experience, epoch and step; the runner's checkpoint of the
+previous experience is left untouched.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from typing import Callable, Iterable
 import torch
 import torch.nn as nn
 
+from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.progress import progress_bar
+from clproto.training.inputs import Normalization, augment, to_input
 
-OPTIMIZERS = ("sgd", "adam")
-SCHEDULES = ("constant", "cosine", "step")
-PIXEL_MEAN, PIXEL_STD = 0.5, 0.25  # fixed input scaling: x/255 -> (x - 0.5) / 0.25 (no dataset statistics)
+OPTIMIZERS = ("sgd", "nesterov", "adam")  # "nesterov": SGD with Nesterov momentum
+# per experience: "cosine" sets the lr once per epoch, "cosine-steps" after every step (torch's CosineAnnealingLR)
+SCHEDULES = ("constant", "cosine", "cosine-steps", "step")
 
 # (views of (B,C,H,W), labels (B,)) -> scalar loss, or (scalar loss, detached scores (B, C)) for listeners
 LossFn = Callable[[list[torch.Tensor], torch.Tensor], "torch.Tensor | tuple[torch.Tensor, torch.Tensor]"]
@@ -48,6 +54,7 @@ class TrainingEvent:
     inputs: "torch.Tensor | None" = None  # step: first augmented view (B, C, H, W)
     targets: "torch.Tensor | None" = None  # step: labels (B,)
     scores: "torch.Tensor | None" = None  # step: the strategy's detached training scores (B, C), if it gives them
+    lr: float = float("nan")  # epoch_start: the learning rate of the first parameter group for this epoch
 
 
 class DivergedError(ConfigError):
@@ -61,11 +68,11 @@ class TrainingConfig:
     architecture: str = "resnet18-reduced"  # network from clproto.nets: resnet20, resnet18, resnet18-reduced
     epochs: int = 1  # passes over each experience's training set
     batch_size: int = 64  # samples per step (before the views are made)
-    optimizer: str = "sgd"  # "sgd" (with momentum) or "adam"
+    optimizer: str = "sgd"  # "sgd" (with momentum), "nesterov" (SGD with Nesterov momentum) or "adam"
     lr: float = 0.05  # initial learning rate of the network
     momentum: float = 0.9  # SGD momentum (ignored by Adam)
     weight_decay: float = 1e-4  # L2 penalty on the network's weights
-    schedule: str = "cosine"  # per experience: "constant", "cosine" (to 0 over the epochs) or "step"
+    schedule: str = "cosine"  # per experience: "constant", "cosine" (to 0 over the epochs), "cosine-steps" or "step"
     milestones: list = field(default_factory=list)  # "step": epochs after which lr is multiplied by gamma
     gamma: float = 0.1  # "step": decay factor
     crop_padding: int = 4  # random crop after zero padding by this many pixels (0 = no crop)
@@ -86,6 +93,9 @@ class TrainingConfig:
             raise ConfigError("unknown schedule", field="schedule", value=self.schedule, expected=", ".join(SCHEDULES))
         if not self.lr > 0:
             raise ConfigError("must be positive", field="lr", value=self.lr)
+        if self.optimizer == "nesterov" and not self.momentum > 0:
+            raise ConfigError("Nesterov momentum needs a positive momentum", field="momentum", value=self.momentum,
+                              expected='a momentum > 0, or optimizer = "sgd"')
         for name in ("momentum", "weight_decay", "crop_padding"):
             if getattr(self, name) < 0:
                 raise ConfigError("must not be negative", field=name, value=getattr(self, name))
@@ -95,34 +105,10 @@ class TrainingConfig:
             raise ConfigError("milestones must be positive epoch numbers", field="milestones", value=self.milestones)
 
 
-# --------------------------------------------------------------------------- augmentation
-def augment(x: torch.Tensor, *, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random crop after zero padding, then random horizontal flip; uint8 in, uint8 out.
-
-    ``x`` is ``(B, H, W, C)`` uint8; every sample draws its own offsets and flip from ``generator``.
-    """
-    B, H, W, C = x.shape
-    if padding > 0:
-        padded = x.new_zeros(B, H + 2 * padding, W + 2 * padding, C)  # (B, H+2p, W+2p, C)
-        padded[:, padding:padding + H, padding:padding + W] = x
-        oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator)  # (B,) top offsets
-        ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator)  # (B,) left offsets
-        rows = (oy[:, None] + torch.arange(H))[:, :, None]  # (B, H, 1)
-        cols = (ox[:, None] + torch.arange(W))[:, None, :]  # (B, 1, W)
-        x = padded[torch.arange(B)[:, None, None], rows, cols]  # (B, H, W, C)
-    if flip:
-        mirror = torch.rand(B, generator=generator) < 0.5  # (B,)
-        x = torch.where(mirror[:, None, None, None], x.flip(2), x)
-    return x
-
-
-def to_input(x: torch.Tensor) -> torch.Tensor:
-    """uint8 ``(B, H, W, C)`` images -> float32 ``(B, C, H, W)`` network input, fixed scaling."""
-    return x.permute(0, 3, 1, 2).float().div_(255.0).sub_(PIXEL_MEAN).div_(PIXEL_STD)
-
-
+# --------------------------------------------------------------------------- optimisation
 def lr_factor(config: TrainingConfig, epoch: int) -> float:
-    """Multiplier of the initial learning rate during ``epoch`` (0-based) of an experience."""
+    """Multiplier of the initial learning rate during ``epoch`` (0-based) of an experience ("cosine-steps"
+    changes the rate after every step instead: :meth:`TrainingLoop.run` applies it, this gives 1)."""
     if config.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * epoch / config.epochs))
     if config.schedule == "step":
@@ -137,14 +123,22 @@ def build_optimizer(config: TrainingConfig, groups: Iterable[dict]) -> torch.opt
         for g in groups:
             g.pop("momentum", None)
         return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=config.optimizer == "nesterov")
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A seeded shuffle of ``range(n)`` cut into batches; a trailing batch of one sample joins the previous one."""
+def batch_count(n: int, batch_size: int, *, merge_lone: bool = True) -> int:
+    """How many batches :func:`batches` cuts ``n`` samples into."""
+    count = math.ceil(n / batch_size)
+    return count - 1 if merge_lone and count > 1 and n % batch_size == 1 else count
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator, *, merge_lone: bool = True) -> list[torch.Tensor]:
+    """A seeded shuffle of ``range(n)`` cut into batches; with ``merge_lone`` a trailing batch of one sample
+    joins the previous one (a one-sample batch breaks batch norm after pooling and contrastive pairs)."""
     order = torch.randperm(n, generator=generator)  # (n,)
     parts = list(order.split(batch_size))
-    if len(parts) > 1 and len(parts[-1]) == 1:  # a one-sample batch breaks batch norm and contrastive pairs
+    if merge_lone and len(parts) > 1 and len(parts[-1]) == 1:
         parts[-2] = torch.cat(parts[-2:])
         parts.pop()
     return parts
@@ -152,18 +146,23 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
 
 # --------------------------------------------------------------------------- the loop
 class TrainingLoop:
-    """Runs the epochs of one experience; holds the seeded generator (its only state)."""
+    """Runs the epochs of one experience; holds the seeded generator (its only state). Keyword-only."""
 
-    def __init__(self, *, config: TrainingConfig, seed: int, progress: bool = True) -> None:
+    def __init__(self, *, config: TrainingConfig, seed: int, context: RunContext = RunContext(),
+                 normalization: Normalization = Normalization(), merge_lone_batch: bool = True) -> None:
         self.config = config
-        self.progress = progress
-        self.generator = torch.Generator().manual_seed(seed)
+        self.context = context  # progress bars and the run's listeners
+        self.normalization = normalization  # input scaling of the trained network (predictions must use it too)
+        # a trailing one-sample batch joins the previous one; base-session training keeps it alone (as it always did)
+        self.merge_lone_batch = merge_lone_batch
+        self.generator = torch.Generator().manual_seed(seed)  # shuffles and augmentation; seed: the caller's
         # called with a TrainingEvent at every epoch start/end and after every step; public on purpose
-        # (ClprotoTemplate attaches one for the duration of a fit); not part of the checkpoint
+        # (ClprotoTemplate attaches one for the duration of a fit); not part of the checkpoint. The
+        # context's listeners are told first.
         self.listeners: list[Callable[[TrainingEvent], None]] = []
 
     def _tell(self, event: TrainingEvent) -> None:
-        for listener in list(self.listeners):
+        for listener in (*self.context.listeners, *self.listeners):
             listener(event)
 
     def state_dict(self) -> dict:
@@ -172,34 +171,44 @@ class TrainingLoop:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
+    def to_input(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(B, H, W, C)`` -> the network's float input ``(B, C, H, W)``, no augmentation (predictions)."""
+        return to_input(x, self.normalization)
+
     def views(self, x: torch.Tensor, count: int) -> list[torch.Tensor]:
         """``count`` augmented float views ``(B, C, H, W)`` of uint8 images ``(B, H, W, C)``."""
         cfg = self.config
         if cfg.crop_padding == 0 and not cfg.flip:
-            return [to_input(x)] * count
-        return [to_input(augment(x, padding=cfg.crop_padding, flip=cfg.flip, generator=self.generator))
+            return [self.to_input(x)] * count
+        return [self.to_input(augment(x, padding=cfg.crop_padding, flip=cfg.flip, generator=self.generator))
                 for _ in range(count)]
 
     def run(self, *, modules: list[nn.Module], groups: list[dict], x: torch.Tensor, y: torch.Tensor,
             loss_fn: LossFn, views: int = 1, experience: int = 0, desc: str = "train") -> list[float]:
-        """Train ``modules`` (put in train mode) on uint8 images ``x`` (N, H, W, C) and labels ``y`` (N,).
+        """Train ``modules`` (put in train mode at every epoch) on uint8 images ``x`` (N, H, W, C), labels ``y`` (N,).
 
         ``groups`` are the optimiser's parameter groups. Returns the mean loss of every epoch.
         """
         cfg = self.config
         optimizer = build_optimizer(cfg, groups)
         base_lrs = [g["lr"] for g in optimizer.param_groups]
-        for m in modules:
-            m.train()
+        per_step = None  # "cosine-steps": torch's cosine annealing over every step of this experience, to 0
+        if cfg.schedule == "cosine-steps":
+            steps = cfg.epochs * batch_count(len(y), cfg.batch_size, merge_lone=self.merge_lone_batch)
+            per_step = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         epoch_losses: list[float] = []
         step = 0
-        for epoch in progress_bar(range(cfg.epochs), desc=f"{desc} exp {experience}", enabled=self.progress, unit="epoch"):
-            factor = lr_factor(cfg, epoch)
-            for g, lr in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = lr * factor
+        for epoch in progress_bar(range(cfg.epochs), desc=f"{desc} exp {experience}", enabled=self.context.progress,
+                                  unit="epoch"):
+            for m in modules:  # listeners may have evaluated them between epochs
+                m.train()
+            if per_step is None:
+                factor = lr_factor(cfg, epoch)
+                for g, lr in zip(optimizer.param_groups, base_lrs):
+                    g["lr"] = lr * factor
             total, count = 0.0, 0
-            self._tell(TrainingEvent("epoch_start", experience, epoch, step))
-            for idx in batches(len(y), cfg.batch_size, self.generator):
+            self._tell(TrainingEvent("epoch_start", experience, epoch, step, lr=optimizer.param_groups[0]["lr"]))
+            for idx in batches(len(y), cfg.batch_size, self.generator, merge_lone=self.merge_lone_batch):
                 inputs = self.views(x[idx], views)  # views × (B, C, H, W)
                 out = loss_fn(inputs, y[idx])
                 loss, scores = out if isinstance(out, tuple) else (out, None)
@@ -213,10 +222,12 @@ class TrainingLoop:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if per_step is not None:
+                    per_step.step()
                 total += value * len(idx)
                 count += len(idx)
                 step += 1
-                if self.listeners:
+                if self.listeners or self.context.listeners:
                     self._tell(TrainingEvent("step", experience, epoch, step, value, inputs[0], y[idx], scores))
             epoch_losses.append(total / max(count, 1))
             self._tell(TrainingEvent("epoch_end", experience, epoch, step, epoch_losses[-1]))
