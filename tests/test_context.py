@@ -84,18 +84,15 @@ def test_runner_listeners_see_every_training_event(tiny_dataset):
 
 
 def test_cli_no_progress_is_a_value_not_an_environment_write(monkeypatch):
-    from clproto.cli import _setup
+    from clproto.cli_common import setup
 
     monkeypatch.delenv("CLPROTO_PROGRESS")
-    args = argparse.Namespace(no_progress=True, threads=None)
-    _setup(args)
-    assert args.progress is False and "CLPROTO_PROGRESS" not in os.environ
+    assert setup(argparse.Namespace(no_progress=True, threads=None)) is False
+    assert "CLPROTO_PROGRESS" not in os.environ
     args = argparse.Namespace(no_progress=False, threads=None)
-    _setup(args)
-    assert args.progress is True
+    assert setup(args) is True
     monkeypatch.setenv("CLPROTO_PROGRESS", "0")  # the documented variable, read at the edge
-    _setup(args)
-    assert args.progress is False
+    assert setup(args) is False
 
 
 # --------------------------------------------------------------------------- the caller's RNG, recorded numbers
