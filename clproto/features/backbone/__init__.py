@@ -28,8 +28,10 @@ from typing import Any
 
 from clproto.errors import ConfigError
 from clproto.features.backbone.base import FEATURE_VERSION, Backbone, PixelBackbone
-from clproto.features.backbone.kinds import (DEFAULT_BATCH, KINDS, BackboneKind, BuildContext, Built, from_table,
-                                             kind_named, kind_of, to_table)
+from clproto.features.backbone.kinds import (DEFAULT_BATCH, KINDS, BackboneKind, BuildContext, Built,
+                                             CheckpointBackbone, ModelInput, PixelsBackbone, TimmBackbone,
+                                             TorchScriptBackbone, TorchvisionBackbone, from_table, kind_named,
+                                             kind_of, to_table)
 from clproto.features.backbone.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from clproto.features.backbone.shorthand import SPEC_HELP, backbone_table, parse_backbone, shorthand
 from clproto.features.backbone.torch_models import TorchBackbone
@@ -59,6 +61,7 @@ def load_backbone(backbone: Any, *, models_root: str | os.PathLike | None = None
 
 
 __all__ = ["DEFAULT_BATCH", "FEATURE_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "KINDS", "SPEC_HELP", "Backbone",
-           "BackboneKind", "BuildContext", "Built", "Extraction", "PixelBackbone", "Preprocess", "TorchBackbone",
+           "BackboneKind", "BuildContext", "Built", "CheckpointBackbone", "Extraction", "ModelInput", "PixelBackbone",
+           "PixelsBackbone", "Preprocess", "TimmBackbone", "TorchBackbone", "TorchScriptBackbone", "TorchvisionBackbone",
            "as_backbone", "backbone_table", "extract_dataset_features", "from_table", "is_backbone_table",
            "kind_named", "kind_of", "load_backbone", "parse_backbone", "shorthand", "to_table"]
