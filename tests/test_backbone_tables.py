@@ -15,9 +15,9 @@ from clproto.cli import main
 from clproto.config import (check_overrides_used, load_scenario, load_strategy, named_strategy, parse_override,
                             run_hash, strategy_from_dict)
 from clproto.errors import ConfigError
-from clproto.features.backbone import (KINDS, CheckpointBackbone, Extraction, TorchScriptBackbone, kind_of,
+from clproto.features.backbone import (KINDS, CheckpointTable, Extraction, TorchScriptTable, kind_of,
                                        load_backbone, parse_backbone, shorthand, to_table)
-from clproto.features.backbone.kinds import PixelsBackbone, TimmBackbone, TorchvisionBackbone
+from clproto.features.backbone.kinds import PixelsTable, TimmTable, TorchvisionTable
 from clproto.runner import Runner, resolved_config
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import build_scenario
@@ -27,17 +27,17 @@ from clproto.training.base_session import BaseTrainingConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 SHORTHANDS = {
-    "pixels": PixelsBackbone(),
-    "torchscript:m_160_.pt": TorchScriptBackbone(path="m_160_.pt"),
-    "torchscript:m.pt?size=native&norm=imagenet&batch=5": TorchScriptBackbone(path="m.pt", size="native",
+    "pixels": PixelsTable(),
+    "torchscript:m_160_.pt": TorchScriptTable(path="m_160_.pt"),
+    "torchscript:m.pt?size=native&norm=imagenet&batch=5": TorchScriptTable(path="m.pt", size="native",
                                                                                norm="imagenet", batch=5),
-    "torchvision:resnet18": TorchvisionBackbone(architecture="resnet18"),
-    "torchvision:resnet18:IMAGENET1K_V1?size=32": TorchvisionBackbone(architecture="resnet18",
+    "torchvision:resnet18": TorchvisionTable(architecture="resnet18"),
+    "torchvision:resnet18:IMAGENET1K_V1?size=32": TorchvisionTable(architecture="resnet18",
                                                                       weights="IMAGENET1K_V1", size=32),
-    "torchvision:resnet18@w.pth?norm=none": CheckpointBackbone(library="torchvision", architecture="resnet18",
+    "torchvision:resnet18@w.pth?norm=none": CheckpointTable(library="torchvision", architecture="resnet18",
                                                                path="w.pth", norm="none"),
-    "timm:resnet10t": TimmBackbone(architecture="resnet10t"),
-    "timm:resnet10t@r.pth": CheckpointBackbone(library="timm", architecture="resnet10t", path="r.pth"),
+    "timm:resnet10t": TimmTable(architecture="resnet10t"),
+    "timm:resnet10t@r.pth": CheckpointTable(library="timm", architecture="resnet10t", path="r.pth"),
     "base-trained:resnet20, epochs = 3,flip=false,lr=0.05": BaseTrainingConfig(architecture="resnet20", epochs=3,
                                                                               flip=False, lr=0.05),
 }
@@ -137,7 +137,7 @@ def test_a_strategy_wide_backbone_field_applies_where_the_kind_has_it():
     teen = ROOT / "strategies" / "teen-resnet20.toml"
     overrides = [parse_override("strategy.backbone.epochs=2")]
     strategies = [named_strategy(p, overrides, REGISTRY) for p in (nmc, teen)]
-    assert strategies[0].backbone == PixelsBackbone() and strategies[0].name == "nmc-pixels"  # pixels has no epochs
+    assert strategies[0].backbone == PixelsTable() and strategies[0].name == "nmc-pixels"  # pixels has no epochs
     assert strategies[1].backbone.epochs == 2
     check_overrides_used(overrides, [s.name for s in strategies], REGISTRY, strategies)
     nobody = [parse_override("strategy.backbone.depth=3")]

@@ -29,8 +29,8 @@ from typing import Any
 from clproto.errors import ConfigError
 from clproto.features.backbone.base import FEATURE_VERSION, Backbone, PixelBackbone
 from clproto.features.backbone.kinds import (DEFAULT_BATCH, KINDS, BackboneKind, BuildContext, Built,
-                                             CheckpointBackbone, ModelInput, PixelsBackbone, TimmBackbone,
-                                             TorchScriptBackbone, TorchvisionBackbone, from_table, kind_named,
+                                             CheckpointTable, ModelInput, PixelsTable, TimmTable,
+                                             TorchScriptTable, TorchvisionTable, from_table, kind_named,
                                              kind_of, to_table)
 from clproto.features.backbone.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from clproto.features.backbone.shorthand import SPEC_HELP, backbone_table, parse_backbone, shorthand
@@ -60,8 +60,8 @@ def load_backbone(backbone: Any, *, models_root: str | os.PathLike | None = None
     return kind.build(spec, BuildContext(models_root=models_root, where=where)).backbone
 
 
-__all__ = ["DEFAULT_BATCH", "FEATURE_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "KINDS", "SPEC_HELP", "Backbone",
-           "BackboneKind", "BuildContext", "Built", "CheckpointBackbone", "Extraction", "ModelInput", "PixelBackbone",
-           "PixelsBackbone", "Preprocess", "TimmBackbone", "TorchBackbone", "TorchScriptBackbone", "TorchvisionBackbone",
+__all__ = ["Backbone", "BackboneKind", "BuildContext", "Built", "CheckpointTable", "DEFAULT_BATCH", "Extraction",
+           "FEATURE_VERSION", "IMAGENET_MEAN", "IMAGENET_STD", "KINDS", "ModelInput", "PixelBackbone", "PixelsTable",
+           "Preprocess", "SPEC_HELP", "TimmTable", "TorchBackbone", "TorchScriptTable", "TorchvisionTable",
            "as_backbone", "backbone_table", "extract_dataset_features", "from_table", "is_backbone_table",
            "kind_named", "kind_of", "load_backbone", "parse_backbone", "shorthand", "to_table"]

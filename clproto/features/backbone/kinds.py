@@ -1,8 +1,9 @@
 """Backbone kinds: one frozen dataclass per ``kind`` of a ``[strategy.backbone]`` table, and the registry.
 
 A strategy's backbone is a table whose ``kind`` picks one of :data:`KINDS`; its other fields are the
-fields of that kind's dataclass, checked by :func:`clproto.config.from_mapping` like every other
-definition (unknown field, wrong type, bad value: a :class:`~clproto.errors.ConfigError` naming it).
+fields of that kind's dataclass (``TorchScriptTable``, ...; ``base-trained``: ``BaseTrainingConfig``),
+checked by :func:`clproto.config.from_mapping` like every other definition (unknown field, wrong type,
+bad value: a :class:`~clproto.errors.ConfigError` naming it).
 The short strings (``"torchscript:PATH?size=S"``, ``"base-trained:resnet20,epochs=8"``) are
 shorthand for these tables (:mod:`clproto.features.backbone.shorthand`).
 
@@ -25,7 +26,7 @@ NORMS = ("none", "imagenet")
 
 # --------------------------------------------------------------------------- one dataclass per kind
 @dataclass(frozen=True, kw_only=True)
-class PixelsBackbone:
+class PixelsTable:
     """``kind = "pixels"``: flattened pixels scaled to [0, 1] (a sanity baseline; no fields)."""
 
 
@@ -55,7 +56,7 @@ def _non_empty(obj: Any, *names: str) -> None:
 
 
 @dataclass(frozen=True, kw_only=True)
-class TorchScriptBackbone(ModelInput):
+class TorchScriptTable(ModelInput):
     """``kind = "torchscript"``: a TorchScript module ``(N, 3, S, S)`` float RGB in [0, 1] -> ``(N, D)``.
 
     Without ``size`` the input side comes from the file name's ``_<S>_`` part
@@ -70,7 +71,7 @@ class TorchScriptBackbone(ModelInput):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TorchvisionBackbone(ModelInput):
+class TorchvisionTable(ModelInput):
     """``kind = "torchvision"``: a torchvision classifier with downloaded weights, last linear layer dropped."""
 
     architecture: str  # a classification model of torchvision.models.list_models(), e.g. "resnet18"
@@ -82,7 +83,7 @@ class TorchvisionBackbone(ModelInput):
 
 
 @dataclass(frozen=True, kw_only=True)
-class TimmBackbone(ModelInput):
+class TimmTable(ModelInput):
     """``kind = "timm"``: a timm model with its pretrained weights (``pip install timm``), classifier removed."""
 
     architecture: str  # a name of timm.list_models(), e.g. "resnet18"
@@ -93,7 +94,7 @@ class TimmBackbone(ModelInput):
 
 
 @dataclass(frozen=True, kw_only=True)
-class CheckpointBackbone(ModelInput):
+class CheckpointTable(ModelInput):
     """``kind = "checkpoint"``: a torchvision or timm architecture with local weights (a state dict file)."""
 
     library: str  # "torchvision" or "timm": where the architecture comes from
@@ -134,6 +135,8 @@ class Built:
 
 @dataclass(frozen=True, kw_only=True)
 class BackboneKind:
+    """One entry of the registry: a ``kind``, its table's dataclass, and how to build the backbone."""
+
     name: str  # the table's `kind`
     config: type  # the frozen dataclass of the table's other fields
     needs_scenario: bool  # built from the run's scenario (e.g. trained on its base session)
@@ -150,7 +153,7 @@ def _field_names(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.name not in shared] + shared
 
 
-def _build_pixels(spec: PixelsBackbone, ctx: BuildContext) -> Built:
+def _build_pixels(spec: PixelsTable, ctx: BuildContext) -> Built:
     from clproto.features.backbone.base import PixelBackbone
 
     return Built(backbone=PixelBackbone())
@@ -175,11 +178,11 @@ def _base_session_key(spec: BaseTrainingConfig, scenario: Any, *, where: str | N
 
 
 KINDS: dict[str, BackboneKind] = {k.name: k for k in (
-    BackboneKind(name="pixels", config=PixelsBackbone, needs_scenario=False, build=_build_pixels),
-    BackboneKind(name="torchscript", config=TorchScriptBackbone, needs_scenario=False, build=_build_model),
-    BackboneKind(name="torchvision", config=TorchvisionBackbone, needs_scenario=False, build=_build_model),
-    BackboneKind(name="timm", config=TimmBackbone, needs_scenario=False, build=_build_model),
-    BackboneKind(name="checkpoint", config=CheckpointBackbone, needs_scenario=False, build=_build_model),
+    BackboneKind(name="pixels", config=PixelsTable, needs_scenario=False, build=_build_pixels),
+    BackboneKind(name="torchscript", config=TorchScriptTable, needs_scenario=False, build=_build_model),
+    BackboneKind(name="torchvision", config=TorchvisionTable, needs_scenario=False, build=_build_model),
+    BackboneKind(name="timm", config=TimmTable, needs_scenario=False, build=_build_model),
+    BackboneKind(name="checkpoint", config=CheckpointTable, needs_scenario=False, build=_build_model),
     BackboneKind(name="base-trained", config=BaseTrainingConfig, needs_scenario=True, build=_build_base_trained,
                  scenario_key=_base_session_key),
 )}

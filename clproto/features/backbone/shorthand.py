@@ -24,8 +24,8 @@ import tomllib
 from typing import Any, Mapping
 
 from clproto.errors import ConfigError
-from clproto.features.backbone.kinds import (CheckpointBackbone, ModelInput, PixelsBackbone, TimmBackbone,
-                                             TorchScriptBackbone, TorchvisionBackbone, from_table, kind_of)
+from clproto.features.backbone.kinds import (CheckpointTable, ModelInput, PixelsTable, TimmTable,
+                                             TorchScriptTable, TorchvisionTable, from_table, kind_of)
 from clproto.training.base_session import BaseTrainingConfig
 
 SPEC_HELP = ('a [strategy.backbone] table with kind = pixels|torchscript|torchvision|timm|checkpoint|base-trained, '
@@ -99,18 +99,18 @@ def shorthand(spec: Any) -> str:
 
     Used as the backbone's label (notes, cache listings); ``parse_backbone(shorthand(t)) == t``.
     """
-    if isinstance(spec, PixelsBackbone):
+    if isinstance(spec, PixelsTable):
         return "pixels"
     if isinstance(spec, BaseTrainingConfig):
         pairs = [f",{f.name}={_toml(getattr(spec, f.name))}" for f in dataclasses.fields(spec)
                  if f.name != "architecture" and getattr(spec, f.name) != f.default]
         return f"{BASE_TRAINED}{spec.architecture}{''.join(pairs)}"
     weights = f":{spec.weights}" if getattr(spec, "weights", "DEFAULT") != "DEFAULT" else ""
-    if isinstance(spec, TorchScriptBackbone):
+    if isinstance(spec, TorchScriptTable):
         head = f"torchscript:{spec.path}"
-    elif isinstance(spec, CheckpointBackbone):
+    elif isinstance(spec, CheckpointTable):
         head = f"{spec.library}:{spec.architecture}{weights}@{spec.path}"
-    elif isinstance(spec, (TorchvisionBackbone, TimmBackbone)):
+    elif isinstance(spec, (TorchvisionTable, TimmTable)):
         head = f"{kind_of(spec).name}:{spec.architecture}{weights}"
     else:
         raise TypeError(f"no shorthand for {type(spec).__name__}")

@@ -23,7 +23,7 @@ import torch
 from clproto.data.paths import models_root as default_models_root
 from clproto.errors import ConfigError
 from clproto.features.backbone.base import FEATURE_VERSION, content_hash
-from clproto.features.backbone.kinds import CheckpointBackbone, ModelInput, TorchScriptBackbone, TorchvisionBackbone
+from clproto.features.backbone.kinds import CheckpointTable, ModelInput, TorchScriptTable, TorchvisionTable
 from clproto.features.backbone.preprocess import Preprocess, preprocess_for
 from clproto.features.backbone.shorthand import shorthand
 
@@ -110,7 +110,7 @@ def _file_hash(path: str, stamp: tuple[int, int]) -> str:
 @functools.lru_cache(maxsize=4)
 def _load(spec: ModelInput, checkpoint: str | None, stamp, root: str, where: str | None) -> TorchBackbone:
     label = shorthand(spec)
-    if isinstance(spec, TorchScriptBackbone):
+    if isinstance(spec, TorchScriptTable):
         module = _torchscript(Path(checkpoint), label, where)
         size = None
         if spec.size is None:
@@ -122,7 +122,7 @@ def _load(spec: ModelInput, checkpoint: str | None, stamp, root: str, where: str
             size = int(m.group(1))
         pre = preprocess_for(spec, size=size)
         weights_hash = _file_hash(checkpoint, stamp)
-    elif isinstance(spec, TorchvisionBackbone) or getattr(spec, "library", None) == "torchvision":
+    elif isinstance(spec, TorchvisionTable) or getattr(spec, "library", None) == "torchvision":
         module, pre, weights_hash = _torchvision(spec, checkpoint, stamp, Path(root), label, where)
     else:
         module, pre, weights_hash = _timm(spec, checkpoint, stamp, label, where)
@@ -168,7 +168,7 @@ def _drop_head(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def _torchvision(spec: TorchvisionBackbone | CheckpointBackbone, checkpoint: str | None, stamp, root: Path, label: str,
+def _torchvision(spec: TorchvisionTable | CheckpointTable, checkpoint: str | None, stamp, root: Path, label: str,
                  where: str | None):
     import torchvision
 
