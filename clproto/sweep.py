@@ -316,7 +316,7 @@ def _strategy(runner, data: dict, where: Optional[str] = None) -> ResolvedStrate
     return strategy_from_dict(data, runner.registry, where=where or f"strategy {data.get('name')!r}")
 
 
-def _prepare(runner, part: dict, is_base_trained: Callable[[str], bool]) -> None:
+def _prepare(runner, part: dict) -> None:
     """Build one scenario for each seed, check its strategies, and compute the features they need."""
     scenario = _scenario(part["scenario"])
     first = [runner.scenario(scenario, seed=seed, where=part["where"]) for seed in part["seeds"]][0]
@@ -325,17 +325,14 @@ def _prepare(runner, part: dict, is_base_trained: Callable[[str], bool]) -> None
         runner.check(scenario, strategy, part["seeds"][0], where=part["where"])
         if runner.registry.get(strategy.config.implementation).cls.input_kind != "features":
             continue
-        # a base-trained backbone depends on the base session: trained here for the first seed (other
-        # seeds with the same base session, e.g. a fixed class order, then find it in the cache)
-        runner.features(first.dataset, strategy.config.backbone, where=strategy.where,
-                        scenario=first if is_base_trained(strategy.config.backbone) else None)
+        # a backbone kind that needs_scenario (base-trained) is built from the base session: here for the first
+        # seed (other seeds with the same base session, e.g. a fixed class order, then find it in the cache)
+        runner.features(first.dataset, strategy.backbone, where=strategy.where, scenario=first)
 
 
 def execute(task: dict, settings: dict) -> dict:
     """Run one task in a worker; every exception becomes data (``status`` failed / config-error)."""
     import torch
-
-    from clproto.features.base_trained import is_base_trained
 
     torch.set_num_threads(int(settings["threads"]))
     t0 = time.perf_counter()
@@ -343,7 +340,7 @@ def execute(task: dict, settings: dict) -> dict:
         runner = _runner(settings)
         if task["kind"] == "prepare":
             for part in task["scenarios"]:  # every scenario cut from this task's dataset
-                _prepare(runner, part, is_base_trained)
+                _prepare(runner, part)
             return {"status": "done", "seconds": time.perf_counter() - t0}
         config = task["config"]
         scenario = _scenario(config["scenario"])
