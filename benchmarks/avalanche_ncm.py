@@ -168,9 +168,9 @@ def main() -> int:
     print(f"scenario {base.name} ({base.dataset}), backbone {BACKBONE}")
     warm = Runner(progress=False)
     t0 = time.perf_counter()
-    full_features, note, _ = warm.features(warm.dataset(base.dataset), BACKBONE)
-    print(f"clproto feature cache for the full dataset: {note} ({time.perf_counter() - t0:.1f}s)")
-    if "hit" not in note:
+    got = warm.features(warm.dataset(base.dataset), BACKBONE)
+    print(f"clproto feature cache for the full dataset: {got.note} ({time.perf_counter() - t0:.1f}s)")
+    if not got.cache_hit:
         print("NOTE: the cache was cold; the clproto timings below still read it warm (it is filled now).")
 
     # ---------------------------------------------------------------- 1 strategy x 1 seed

@@ -2,7 +2,7 @@
 
 Each batch size runs in a fresh process (so peak RSS is its own), in rounds that interleave the
 batch sizes (so load from other jobs hits them alike); the printed ratios are against batch 64,
-the previous default. Chose the default ``DEFAULT_BATCH`` in clproto/features/backbone.py.
+the previous default. Chose the default ``DEFAULT_BATCH`` in clproto/features/backbone/kinds.py.
 
     CLPROTO_MODELS=../shared/models .venv/bin/python benchmarks/extract_batch_size.py [--images 512] [--rounds 3]
 """

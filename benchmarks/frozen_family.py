@@ -37,6 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from clproto.config import load_scenario, strategy_from_dict  # noqa: E402
 from clproto.data.dataset import Dataset  # noqa: E402
+from clproto.features.backbone import parse_backbone  # noqa: E402
+from clproto.features.extraction import Extraction  # noqa: E402
 from clproto.runner import Runner  # noqa: E402
 from clproto.scenarios import ScenarioConfig  # noqa: E402
 from clproto.strategies import REGISTRY  # noqa: E402
@@ -81,14 +83,15 @@ def main() -> int:
         backbone = BACKBONE
         t0 = time.perf_counter()
         images = runner.dataset(scenario.dataset)
-        _, note, _ = runner.features(images, backbone)
+        note = runner.features(images, backbone).note
         what = f"real: CIFAR-10 through frozen MobileNetV1-0.5/160 (512-d), {note} ({time.perf_counter() - t0:.1f}s)"
     else:
         scenario = ScenarioConfig(name="split-synthetic-cifar10", dataset="synthetic", increment=2)
         backbone = "pixels"  # never applied: the runner is handed the features directly
         feats = synthetic_features(args.seed)
         runner = Runner(progress=False, datasets={"synthetic": feats})
-        runner._features[(feats.identity, backbone)] = (feats, "synthetic features", 0.0)
+        runner.feature_store.put(feats, parse_backbone(backbone),
+                                 Extraction(features=feats, cache_hit=False, seconds=0.0, note="synthetic features"))
         what = ("synthetic: random non-negative 512-d features, 50000 train / 10000 test, 10 classes "
                 "(same shapes and work as the real features; the accuracies mean nothing)")
 

@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from clproto.config import config_hash, load_scenario, load_strategy, strategy_from_dict  # noqa: E402
 from clproto.evaluation.results import RunResult  # noqa: E402
-from clproto.features.base_trained import checkpoint_path, is_base_trained, parse_spec  # noqa: E402
+from clproto.features.backbone import kind_of  # noqa: E402
+from clproto.features.base_trained import checkpoint_path  # noqa: E402
 from clproto.progress import progress_bar  # noqa: E402
 from clproto.reports.tables import Cell, harmonic_mean_table, session_table, to_markdown  # noqa: E402
 from clproto.runner import Runner, resolved_config, run_dir  # noqa: E402
@@ -110,11 +111,12 @@ def base_novel_markdown(results: list[RunResult], strategies: list[str]) -> str:
 
 
 def backbone_log(runner: Runner, route: Route, scenario) -> str:
-    spec = route_strategies(route)[0].config.backbone
-    if not is_base_trained(spec):
+    strategy = route_strategies(route)[0]
+    spec = strategy.backbone_label
+    if not kind_of(strategy.backbone).needs_scenario:
         return ""
     sc = runner.scenario(scenario, seed=0)
-    path = checkpoint_path(sc, parse_spec(spec), cache_dir=runner.cache_dir).with_suffix(".json")
+    path = checkpoint_path(sc, strategy.backbone, cache_dir=runner.cache_dir).with_suffix(".json")
     log = json.loads(path.read_text())
     hist = log["history"]
     lines = [f"Base training of `{spec}` ({log['base_train_samples']} base-session training images of "

@@ -2,12 +2,16 @@
 
 A scenario file has one ``[scenario]`` table (fields: :class:`ScenarioConfig`); a strategy file
 has one ``[strategy]`` table (fields: :class:`StrategyConfig`) whose ``params`` sub-table is
-checked against the registered implementation's own ``Config`` dataclass. Unknown tables or
-fields, and values of the wrong type, are errors naming the file and the field.
+checked against the registered implementation's own ``Config`` dataclass, and whose ``backbone``
+(a ``[strategy.backbone]`` table, or its shorthand string) against its kind's dataclass
+(:mod:`clproto.features.backbone.kinds`). Unknown tables or fields, and values of the wrong type,
+are errors naming the file and the field.
 
 Overrides (``--set``) are ``section.key=value`` with a TOML value (strings may go unquoted):
 ``scenario.train_per_class=50``, ``strategy.params.metric=cosine`` (every strategy whose
-Config has that field), ``nmc.params.metric=cosine`` (only the strategy named ``nmc``).
+Config has that field), ``nmc.params.metric=cosine`` (only the strategy named ``nmc``),
+``strategy.backbone.epochs=24`` (every features-strategy whose backbone kind has that field; a
+shorthand backbone is first parsed into its table).
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import json
 import math
 import re
 import tomllib
+import types
 import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from clproto.errors import ConfigError
+from clproto.features.backbone import as_backbone, backbone_table, kind_named, kind_of, shorthand, to_table
 from clproto.scenarios.config import ScenarioConfig
 from clproto.strategies.base import Registry
 
@@ -32,7 +38,7 @@ from clproto.strategies.base import Registry
 class StrategyConfig:
     name: str  # display name, unique within a comparison (e.g. "nmc-cosine")
     implementation: str  # registered implementation (see `clproto list`)
-    backbone: str = "pixels"  # feature extractor for input_kind="features" strategies
+    backbone: str | dict = "pixels"  # feature extractor for input_kind="features" strategies: a table or its shorthand
     params: dict = field(default_factory=dict)  # hyperparameters, checked against the implementation's Config
     description: str = ""  # free text shown by `clproto list`
 
@@ -126,7 +132,7 @@ def _type_ok(value: Any, tp: Any) -> bool:
     origin = typing.get_origin(tp)
     if tp is Any:
         return True
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         return any(_type_ok(value, a) for a in typing.get_args(tp))
     if tp is type(None):
         return value is None
@@ -251,15 +257,47 @@ class ResolvedStrategy:
     params: Any  # an instance of the implementation's Config dataclass
     where: str
     defined_name: str = ""  # the name in the definition file, before any override renamed it
+    backbone: Any = None  # config.backbone as its kind's typed table (parsed from config.backbone when None)
+
+    def __post_init__(self) -> None:
+        if self.backbone is None:
+            object.__setattr__(self, "backbone", as_backbone(self.config.backbone, where=self.where))
 
     @property
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def backbone_label(self) -> str:
+        """The backbone as one string: the shorthand as written, or the table's shorthand."""
+        return self.config.backbone if isinstance(self.config.backbone, str) else shorthand(self.backbone)
+
     def to_dict(self) -> dict:
+        """The resolved definition. A shorthand backbone is recorded as written (so a run's identity does not
+        depend on the clproto version that read it); a table is recorded with every field resolved."""
         d = to_plain(self.config)
         d["params"] = to_plain(self.params)
+        if not isinstance(self.config.backbone, str):
+            d["backbone"] = to_table(self.backbone)
         return d
+
+
+def _backbone_override(data: dict, ov: Override, registry: Registry, *, where: str) -> dict | None:
+    """``data`` ready for override ``ov`` of its backbone, or None when a strategy-wide one does not apply.
+
+    A strategy-wide backbone override applies to the strategies that read features, and one of a
+    backbone field (``strategy.backbone.epochs``) to those whose backbone kind has the field. A
+    shorthand backbone is parsed into its table before one of its fields is set.
+    """
+    impl = registry.get(str(data.get("implementation", data.get("name"))), where=where)
+    if ov.target == "strategy" and impl.cls.input_kind != "features":
+        return None
+    if len(ov.path) == 1:
+        return data
+    table = backbone_table(data.get("backbone", "pixels"), where=where)
+    if ov.target == "strategy" and ov.path[1] != "kind" and ov.path[1] not in kind_named(table.get("kind"), where=where).fields():
+        return None
+    return {**data, "backbone": table}
 
 
 def strategy_from_dict(data: Mapping[str, Any], registry: Registry, *, where: str = "strategy",
@@ -268,10 +306,11 @@ def strategy_from_dict(data: Mapping[str, Any], registry: Registry, *, where: st
     name = data.get("name")
     for ov in overrides:
         if ov.target == "strategy" or (ov.target == name and ov.target != "scenario"):
-            if ov.target == "strategy" and ov.path == ("backbone",):
-                impl = registry.get(str(data.get("implementation", name)), where=where)
-                if impl.cls.input_kind != "features":
-                    continue  # a strategy-wide backbone applies to the strategies that read features
+            if ov.path[0] == "backbone":
+                ready = _backbone_override(data, ov, registry, where=where)
+                if ready is None:
+                    continue
+                data = ready
             if ov.path[0] == "params" and len(ov.path) == 2:
                 impl = registry.get(str(data.get("implementation", name)), where=where)
                 if ov.path[1] not in {f.name for f in dataclasses.fields(impl.cls.Config)} and ov.target == "strategy":
@@ -281,7 +320,8 @@ def strategy_from_dict(data: Mapping[str, Any], registry: Registry, *, where: st
     check_name(cfg.name, where=where)
     entry = registry.get(cfg.implementation, where=where)
     params = from_mapping(entry.cls.Config, cfg.params, where=where, prefix="params.")
-    return ResolvedStrategy(config=cfg, params=params, where=where, defined_name=str(name or cfg.name))
+    return ResolvedStrategy(config=cfg, params=params, where=where, defined_name=str(name or cfg.name),
+                            backbone=as_backbone(cfg.backbone, where=where))
 
 
 def load_strategy(path: str | Path, registry: Registry, *, overrides: list[Override] = ()) -> ResolvedStrategy:
@@ -356,3 +396,7 @@ def check_overrides_used(overrides: list[Override], strategy_names: list[str], r
         if ov.target == "strategy" and ov.path[0] == "params" and len(ov.path) == 2:
             if not any(ov.path[1] in {f.name for f in dataclasses.fields(type(s.params))} for s in strategies):
                 raise ConfigError("no strategy has this parameter", where="--set", value=ov.text)
+        if ov.target == "strategy" and ov.path[0] == "backbone" and len(ov.path) == 2 and ov.path[1] != "kind":
+            if not any(ov.path[1] in kind_of(s.backbone).fields() for s in strategies):
+                raise ConfigError("no strategy's backbone has this field", where="--set", value=ov.text,
+                                  expected="a field of a backbone kind of these strategies (clproto.features.backbone.kinds)")

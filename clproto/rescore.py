@@ -53,8 +53,7 @@ def evaluate_kept(folder: Path, scenario, *, runner, seeds: Optional[list[int]] 
         sc = runner.scenario(scenario, seed=seed, where=scenario_where)
         if entry.cls.input_kind == "features":  # the run's own features (a base-trained backbone: its base session)
             base = runner.scenario(original, seed=int(config["seed"]), where=where)
-            feats, _, _ = runner.features(base.dataset, strategy.config.backbone, where=where, scenario=base)
-            sc = sc.with_dataset(feats)
+            sc = sc.with_dataset(runner.features(base.dataset, strategy.backbone, where=where, scenario=base).features)
         model = build_model(entry, strategy, num_classes=sc.num_classes, seed=int(config["seed"]))
         try:
             model.load_state_dict(payload["strategy"])

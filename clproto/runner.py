@@ -45,8 +45,9 @@ from clproto.data.sources import load_dataset
 from clproto.errors import ConfigError
 from clproto.evaluation.evaluator import Evaluator, StepEvaluation
 from clproto.evaluation.results import RunResult, Timings
-from clproto.features.backbone import extract_dataset_features, load_backbone
-from clproto.features.base_trained import base_trained_features, is_base_trained, parse_spec
+from clproto.features.backbone import BuildContext, as_backbone
+from clproto.features.extraction import Extraction
+from clproto.features.store import FeatureStore
 from clproto.kept_models import KEEP_MODEL, model_files, save_model
 from clproto.loggers import LOG_FILE, TENSORBOARD_DIR, LoggerSettings, RunLog
 from clproto.run_folder import CHECKPOINT, write_config, write_finished
@@ -168,7 +169,7 @@ class Runner:
                                 f"not {type(given).__name__}")
         self.run_context(0)  # checks the listeners now rather than at the first run
         self._datasets: dict[str, Dataset] = dict(self.datasets)  # loaded (or given) once, by spec
-        self._features: dict[tuple[str, str], tuple[Dataset, str, float]] = {}
+        self.feature_store = FeatureStore()  # every backbone's features, computed once per runner
 
     def run_context(self, seed: int) -> RunContext:
         """How a run with ``seed`` executes: passed to its strategy, which passes it to its loops."""
@@ -186,24 +187,19 @@ class Runner:
         """The :class:`~clproto.scenarios.Scenario` that ``config`` and ``seed`` define, on this runner's dataset."""
         return build_scenario(config, self.dataset(config.dataset, where=where), seed=seed, where=where)
 
-    def features(self, dataset: Dataset, backbone_spec: str, *, where: str = "strategy",
-                 scenario: Optional[Scenario] = None) -> tuple[Dataset, str, float]:
-        """``dataset`` with its images replaced by ``backbone_spec``'s features, once per runner: ``(features,
-        cache note, extraction seconds)``. A base-trained backbone also needs the ``scenario`` it trains on."""
-        if is_base_trained(backbone_spec):  # trained on `scenario`'s base session, see clproto.features.base_trained
-            if scenario is None:
-                raise ConfigError("a base-trained backbone needs a scenario", where=where, field="backbone", value=backbone_spec)
-            return base_trained_features(scenario, backbone_spec, cache_dir=self.cache_dir, progress=self.progress,
-                                         where=where, memo=self._features)
-        key = (dataset.identity, backbone_spec)
-        if key not in self._features:
-            if not dataset.is_images:
-                raise ConfigError("the dataset holds no images to extract features from", where=where, field="backbone")
-            backbone = load_backbone(backbone_spec, models_root=self.models_root, where=where)
-            t0 = time.perf_counter()
-            feats, note = extract_dataset_features(backbone, dataset, progress=self.progress, cache_dir=self.cache_dir)
-            self._features[key] = (feats, note, time.perf_counter() - t0)
-        return self._features[key]
+    def features(self, dataset: Dataset, backbone: Any, *, where: str = "strategy",
+                 scenario: Optional[Scenario] = None) -> Extraction:
+        """``backbone``'s features of ``dataset`` (a table, its shorthand, or a typed table), via the feature store.
+
+        A kind that needs_scenario (``base-trained``) is built from ``scenario`` (and extracts the features
+        of its dataset); the others ignore it.
+        """
+        spec = as_backbone(backbone, where=where)
+        return self.feature_store.get(dataset, spec, context=self._build_context(where, scenario))
+
+    def _build_context(self, where: str, scenario: Optional[Scenario] = None) -> BuildContext:
+        return BuildContext(models_root=self.models_root, cache_dir=self.cache_dir, progress=self.progress,
+                            where=where, scenario=scenario)
 
     def check(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: int, *, where: str = "scenario") -> None:
         """Validate a run without running it (builds the scenario, resolves the backbone).
@@ -224,10 +220,7 @@ class Runner:
                               f"{type(model).__qualname__} has no state_dict()/load_state_dict()",
                               where=strategy.where, expected="a strategy with state_dict(), or no --keep-model")
         if entry.cls.input_kind == "features":
-            if is_base_trained(strategy.config.backbone):
-                parse_spec(strategy.config.backbone, where=strategy.where)
-            else:
-                load_backbone(strategy.config.backbone, models_root=self.models_root, where=strategy.where)
+            self.feature_store.check(strategy.backbone, context=self._build_context(strategy.where))
 
     # ------------------------------------------------------------------ run
     def run(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, *, seed: int,
@@ -263,10 +256,10 @@ class Runner:
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
         check_kind(entry, strategy, sc.kind, self.registry, where=where)
         if entry.cls.input_kind == "features":
-            feats, note, seconds = self.features(sc.dataset, strategy.config.backbone, where=strategy.where, scenario=sc)
-            sc = sc.with_dataset(feats)
-            notes.append(f"backbone {strategy.config.backbone}: {note}")
-            timings.features_s = seconds if "hit" not in note else 0.0
+            got = self.features(sc.dataset, strategy.backbone, where=strategy.where, scenario=sc)
+            sc = sc.with_dataset(got.features)
+            notes.append(f"backbone {strategy.backbone_label}: {got.note}")
+            timings.features_s = 0.0 if got.cache_hit else got.seconds
         config = resolved_config(scenario, strategy, seed)
         chash = run_hash(config)
         folder = run_dir(out_dir, scenario.name, strategy.name, seed) if out_dir is not None else None

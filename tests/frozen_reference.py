@@ -14,6 +14,7 @@ import numpy as np
 
 from clproto.config import strategy_from_dict
 from clproto.data.dataset import Dataset
+from clproto.features.extraction import Extraction
 from clproto.runner import Runner
 from clproto.scenarios import ScenarioConfig
 from clproto.scenarios.scenario import Experience, Scenario, build_scenario
@@ -34,7 +35,8 @@ def run_on_features(images: Dataset, feats: Dataset, scenario: ScenarioConfig, d
     """A clproto run of ``definition`` on ``scenario`` (dataset "tiny") whose backbone features are ``feats``."""
     strategy = strategy_from_dict({"backbone": "pixels", **definition}, REGISTRY)
     runner = Runner(progress=False, datasets={"tiny": images})
-    runner._features[(images.identity, strategy.config.backbone)] = (feats, "features given by the test", 0.0)
+    runner.feature_store.put(images, strategy.backbone,
+                             Extraction(features=feats, cache_hit=False, seconds=0.0, note="features given by the test"))
     return runner.run(scenario, strategy, seed=seed)
 
 

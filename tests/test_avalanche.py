@@ -43,8 +43,7 @@ def split(dataset, **fields):
 
 
 def features(scenario):
-    feats, _ = extract_dataset_features(PixelBackbone(), scenario.dataset, progress=False)
-    return scenario.with_dataset(feats)
+    return scenario.with_dataset(extract_dataset_features(PixelBackbone(), scenario.dataset, progress=False).features)
 
 
 def evaluation_plugin():

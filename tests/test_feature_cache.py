@@ -36,11 +36,14 @@ def _features(backbone, dataset, cache):
 
 def test_miss_then_hit_returns_the_same_memory_mapped_features(tiny_dataset, tmp_path):
     bb = Counting()
-    first, note = _features(bb, tiny_dataset, tmp_path)
-    assert "miss" in note and "hit" not in note
+    got = _features(bb, tiny_dataset, tmp_path)
+    first = got.features
+    assert not got.cache_hit and "miss" in got.note and got.seconds >= 0
     assert bb.calls == len(tiny_dataset.train_x) + len(tiny_dataset.test_x)
-    second, note = _features(bb, tiny_dataset, tmp_path)
-    assert "hit" in note and bb.calls == len(tiny_dataset.train_x) + len(tiny_dataset.test_x)  # nothing recomputed
+    got = _features(bb, tiny_dataset, tmp_path)
+    second = got.features
+    assert got.cache_hit and "hit" in got.note
+    assert bb.calls == len(tiny_dataset.train_x) + len(tiny_dataset.test_x)  # nothing recomputed
     assert isinstance(second.train_x, np.memmap) and not second.train_x.flags.writeable
     np.testing.assert_array_equal(second.train_x, tiny_dataset.train_x.reshape(72, -1) / np.float32(255))
     np.testing.assert_array_equal(second.test_x, first.test_x)
@@ -52,11 +55,11 @@ def test_any_part_of_the_key_changing_is_a_miss(tiny_dataset, tmp_path):
 
     _features(Counting(), tiny_dataset, tmp_path)
     other_weights = Counting(identity="f" * 40)
-    assert "miss" in _features(other_weights, tiny_dataset, tmp_path)[1]
+    assert not _features(other_weights, tiny_dataset, tmp_path).cache_hit
     other_data = make_tiny_dataset(seed=1)
     assert other_data.identity != tiny_dataset.identity
-    assert "miss" in _features(Counting(), other_data, tmp_path)[1]
-    assert "hit" in _features(Counting(), tiny_dataset, tmp_path)[1]  # the first entry is still there
+    assert not _features(Counting(), other_data, tmp_path).cache_hit
+    assert _features(Counting(), tiny_dataset, tmp_path).cache_hit  # the first entry is still there
     assert len(list_entries(tmp_path)) == 6  # 3 (backbone, dataset) keys x 2 splits
 
 
@@ -64,14 +67,14 @@ def test_preprocessing_and_weight_changes_change_the_torch_key(tiny_dataset, tmp
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     torch.jit.save(torch.jit.script(net), str(tmp_path / "net.pt"))
     specs = ["torchscript:net.pt?size=12", "torchscript:net.pt?size=12&norm=imagenet", "torchscript:net.pt?size=16"]
-    notes = [_features(load_backbone(s, models_root=tmp_path), tiny_dataset, tmp_path / "c")[1] for s in specs]
-    assert all("miss" in n for n in notes)
-    assert "hit" in _features(load_backbone(specs[0], models_root=tmp_path), tiny_dataset, tmp_path / "c")[1]
+    got = [_features(load_backbone(s, models_root=tmp_path), tiny_dataset, tmp_path / "c") for s in specs]
+    assert not any(g.cache_hit for g in got)
+    assert _features(load_backbone(specs[0], models_root=tmp_path), tiny_dataset, tmp_path / "c").cache_hit
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "meta", "meta-deleted", "npy-header", "npy-deleted"])
 def test_a_corrupt_entry_is_detected_and_recomputed(tiny_dataset, tmp_path, damage, capsys):
-    reference = np.array(_features(Counting(), tiny_dataset, tmp_path)[0].train_x)
+    reference = np.array(_features(Counting(), tiny_dataset, tmp_path).features.train_x)
     entry = feature_entry(tmp_path, Counting(), tiny_dataset, "train")
     npy = entry / "features.npy"
     if damage == "flip":
@@ -92,12 +95,13 @@ def test_a_corrupt_entry_is_detected_and_recomputed(tiny_dataset, tmp_path, dama
         npy.unlink()
     capsys.readouterr()
     bb = Counting()
-    again, note = _features(bb, tiny_dataset, tmp_path)
-    assert "corrupt entry recomputed" in note and "hit" not in note
+    got = _features(bb, tiny_dataset, tmp_path)
+    again = got.features
+    assert "corrupt entry recomputed" in got.note and not got.cache_hit
     assert f"feature cache entry '{entry}' is corrupt" in capsys.readouterr().err
     assert bb.calls == len(tiny_dataset.train_x)  # only the damaged split
     np.testing.assert_array_equal(again.train_x, reference)
-    assert "hit" in _features(Counting(), tiny_dataset, tmp_path)[1]
+    assert _features(Counting(), tiny_dataset, tmp_path).cache_hit
 
 
 def test_dimension_mismatch_with_an_entry_is_a_clear_error_that_keeps_the_cache(tiny_dataset, tmp_path):
@@ -132,10 +136,10 @@ def test_two_runs_filling_one_entry_at_once_both_succeed(tiny_dataset, tmp_path)
     for t in threads:
         t.join()
     assert all(r is not None for r in results)
-    np.testing.assert_array_equal(results[0][0].train_x, results[1][0].train_x)
+    np.testing.assert_array_equal(results[0].features.train_x, results[1].features.train_x)
     folder = tmp_path / "features"
     assert sorted(p.name.split("-")[0] for p in folder.iterdir()) == ["tiny.test", "tiny.train"]  # no temp left
-    assert "hit" in _features(Counting(), tiny_dataset, tmp_path)[1]
+    assert _features(Counting(), tiny_dataset, tmp_path).cache_hit
 
 
 def test_a_failed_extraction_leaves_nothing_behind(tiny_dataset, tmp_path):
@@ -253,7 +257,7 @@ def test_a_checkpoint_that_fails_to_save_leaves_no_temp_file(tmp_path, monkeypat
 
 
 def test_entry_metadata_records_the_key_and_checksums(tiny_dataset, tmp_path):
-    feats, _ = _features(Counting(), tiny_dataset, tmp_path)
+    feats = _features(Counting(), tiny_dataset, tmp_path).features
     meta = json.loads((feature_entry(tmp_path, Counting(), tiny_dataset, "test") / "meta.json").read_text())
     assert meta["dataset_identity"] == tiny_dataset.identity and meta["split"] == "test"
     assert meta["backbone_identity"] == PixelBackbone.identity

@@ -88,7 +88,7 @@ def reference(feats, scenario, *, classifier: str, source: str, seed: int) -> tu
 def test_accuracy_matrix_matches_reference(tiny_dataset, scenario, classifier, source):
     runner = runner_on(tiny_dataset)
     result = runner.run(scenario, _strategy(classifier=classifier, source=source), seed=2)
-    feats = runner.features(tiny_dataset, "pixels")[0]
+    feats = runner.features(tiny_dataset, "pixels").features
     sc = build_scenario(scenario, feats, seed=2)
     want, want_scores = reference(feats, sc, classifier=classifier, source=source, seed=2)
     assert len(result.accuracy_matrix) == len(want)
@@ -107,7 +107,7 @@ def test_accuracy_matrix_matches_reference(tiny_dataset, scenario, classifier, s
 
 
 def test_pseudo_features_are_translated_nearest_new_class(tiny_dataset):
-    feats = runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0]
+    feats = runner_on(tiny_dataset).features(tiny_dataset, "pixels").features
     sc = build_scenario(CI, feats, seed=0)
     model = FeTrIL(config=FeTrILConfig(normalize=False), num_classes=6)
     model.fit_experience(sc[0])
@@ -124,7 +124,7 @@ def test_pseudo_features_are_translated_nearest_new_class(tiny_dataset):
 
 
 def test_one_class_first_step_scores_only_that_class(tiny_dataset):
-    feats = runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0]
+    feats = runner_on(tiny_dataset).features(tiny_dataset, "pixels").features
     sc = build_scenario(ONE_FIRST, feats, seed=0)
     model = FeTrIL(num_classes=6)
     model.fit_experience(sc[0])  # one class: no classifier, that class scores 0
@@ -137,7 +137,7 @@ def test_one_class_first_step_scores_only_that_class(tiny_dataset):
 
 
 def test_checkpoint_round_trip_with_weights_only_load(tiny_dataset):
-    sc = build_scenario(CI, runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0], seed=0)
+    sc = build_scenario(CI, runner_on(tiny_dataset).features(tiny_dataset, "pixels").features, seed=0)
     model = FeTrIL(num_classes=6)
     model.fit_experience(sc[0])
     buf = io.BytesIO()

@@ -84,7 +84,7 @@ def reference(feats, scenario, *, M: int, seed: int, grid, holdout: float, force
 def test_accuracy_matrix_matches_batch_reference(tiny_dataset, scenario, M):
     runner = runner_on(tiny_dataset)
     result = runner.run(scenario, _strategy(projection_dim=M), seed=3)
-    feats = runner.features(tiny_dataset, "pixels")[0]
+    feats = runner.features(tiny_dataset, "pixels").features
     sc = build_scenario(scenario, feats, seed=3)
     want, want_scores = reference(feats, sc, M=M, seed=3, grid=OFFICIAL_GRID, holdout=0.2)
     assert len(result.accuracy_matrix) == len(sc) == len(want)
@@ -114,7 +114,7 @@ def test_deterministic_and_seeded(tiny_dataset):
     a = runner.run(CI, _strategy(projection_dim=200), seed=1)
     b = runner.run(CI, _strategy(projection_dim=200), seed=1)
     assert a.accuracy_matrix == b.accuracy_matrix
-    sc = build_scenario(CI, runner.features(tiny_dataset, "pixels")[0], seed=1)
+    sc = build_scenario(CI, runner.features(tiny_dataset, "pixels").features, seed=1)
     one, other = RanPAC(config=RanPACConfig(projection_dim=50), num_classes=6, seed=1), RanPAC(
         config=RanPACConfig(projection_dim=50), num_classes=6, seed=2)
     one.fit_experience(sc[0])
@@ -123,7 +123,7 @@ def test_deterministic_and_seeded(tiny_dataset):
 
 
 def test_checkpoint_round_trip_with_weights_only_load(tiny_dataset):
-    sc = build_scenario(CI, runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0], seed=0)
+    sc = build_scenario(CI, runner_on(tiny_dataset).features(tiny_dataset, "pixels").features, seed=0)
     model = RanPAC(config=RanPACConfig(projection_dim=100), num_classes=6, seed=0)
     model.fit_experience(sc[0])
     buf = io.BytesIO()
@@ -158,7 +158,7 @@ def test_singular_gram_few_shot_sessions_are_solved(tiny_dataset):
 
 
 def test_experience_too_small_to_split_keeps_the_previous_lambda(tiny_dataset):
-    feats = runner_on(tiny_dataset).features(tiny_dataset, "pixels")[0]
+    feats = runner_on(tiny_dataset).features(tiny_dataset, "pixels").features
     sc = build_scenario(ScenarioConfig(name="fs1", dataset="tiny", kind="few-shot", base_classes=2, ways=1, shots=1),
                         feats, seed=0)
     model = RanPAC(config=RanPACConfig(projection_dim=40), num_classes=6, seed=0)

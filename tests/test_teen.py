@@ -12,7 +12,7 @@ import torch
 
 from clproto.config import load_scenario, load_strategy, strategy_from_dict
 from clproto.errors import ConfigError
-from clproto.features.base_trained import base_trained_features, check_sessions
+from clproto.features.base_trained import check_sessions
 from clproto.runner import Runner
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario, build_scenario
@@ -116,7 +116,8 @@ def test_session_without_shots_is_config_error_before_training(tiny_dataset, tmp
                       train_indices=[sc[0].train_indices, keep, *[e.train_indices for e in sc[2:]]],
                       test_indices=[e.test_indices for e in sc], seed=0)
     with pytest.raises(ConfigError, match="shots"):
-        base_trained_features(broken, "base-trained:resnet20,epochs=1,image_size=0", cache_dir=tmp_path, progress=False)
+        Runner(progress=False, cache_dir=str(tmp_path)).features(
+            tiny_dataset, "base-trained:resnet20,epochs=1,image_size=0", scenario=broken)
     assert not (tmp_path / "base-trained").exists()  # nothing was trained
     with pytest.raises(ConfigError, match="shots"):
         TEEN.check_scenario(broken, TEENConfig(), where="fs.toml")  # what Runner.check calls before any run
@@ -138,10 +139,9 @@ def test_empty_base_session_is_config_error(tiny_dataset, tmp_path):
 @pytest.mark.parametrize("spec,field", [("base-trained:resnet99", "architecture"), ("base-trained:resnet20,epochs=0", "epochs"),
                                         ("base-trained:resnet20,nope=1", "backbone"), ("base-trained:resnet20,lr=fast", "lr")])
 def test_bad_base_trained_spec_is_config_error(spec, field):
-    st = strategy_from_dict({"name": "t", "implementation": "teen", "backbone": spec}, REGISTRY, where="t.toml")
-    sc = load_scenario(ROOT / "scenarios" / "fscil-digits.toml")
-    with pytest.raises(ConfigError, match=field):
-        Runner(progress=False).check(sc, st, seed=0)
+    with pytest.raises(ConfigError, match=field) as err:  # when the definition is read, before any run
+        strategy_from_dict({"name": "t", "implementation": "teen", "backbone": spec}, REGISTRY, where="t.toml")
+    assert "t.toml" in str(err.value)
 
 
 def test_end_to_end_fscil_digits(tmp_path):
@@ -177,28 +177,31 @@ def test_strategy_definitions_load(name):
 
 
 def test_backbone_cache_key_follows_base_session_and_config(tiny_dataset):
-    from clproto.features.base_trained import parse_spec, training_key
+    from clproto.features.backbone import parse_backbone
+    from clproto.features.base_trained import training_key
 
-    cfg = parse_spec("base-trained:resnet20,epochs=2,image_size=0")
+    cfg = parse_backbone("base-trained:resnet20,epochs=2,image_size=0")
     assert cfg.epochs == 2 and cfg.image_size == 0 and cfg.architecture == "resnet20"
     a = _fscil(tiny_dataset, seed=0)
     b = _fscil(tiny_dataset, seed=1)  # another random class order: another base session
     assert training_key(tiny_dataset, a[0].train_indices, cfg) == training_key(tiny_dataset, a[0].train_indices, cfg)
     assert training_key(tiny_dataset, a[0].train_indices, cfg) != training_key(tiny_dataset, b[0].train_indices, cfg)
-    other = parse_spec("base-trained:resnet20,epochs=3,image_size=0")
+    other = parse_backbone("base-trained:resnet20,epochs=3,image_size=0")
     assert training_key(tiny_dataset, a[0].train_indices, cfg) != training_key(tiny_dataset, a[0].train_indices, other)
 
 
 def test_corrupt_backbone_checkpoint_is_retrained(tmp_path):
+    from clproto.features.backbone import parse_backbone
     from clproto.features.base_trained import load_or_train
 
     sc = build_scenario(dataclasses.replace(load_scenario(ROOT / "scenarios" / "fscil-digits.toml"), train_per_class=20),
                         Runner(progress=False).dataset("digits"), seed=0)
-    spec = "base-trained:resnet20,epochs=1,image_size=0"
-    first, note = load_or_train(sc, spec, cache_dir=tmp_path, progress=False)
-    assert "trained in" in note
+    spec = parse_backbone("base-trained:resnet20,epochs=1,image_size=0")
+    first = load_or_train(sc, spec, cache_dir=tmp_path, progress=False)
+    assert "trained in" in first.note and first.computed
     (ckpt,) = (tmp_path / "base-trained").glob("*.pt")
     ckpt.write_bytes(b"not a checkpoint")
-    again, note = load_or_train(sc, spec, cache_dir=tmp_path, progress=False)
-    assert "trained in" in note and again.identity == first.identity  # deterministic retraining
+    again = load_or_train(sc, spec, cache_dir=tmp_path, progress=False)
+    assert "trained in" in again.note and again.computed
+    assert again.backbone.identity == first.backbone.identity  # deterministic retraining
     assert list((tmp_path / "base-trained").glob("*.corrupt-*"))

@@ -84,7 +84,7 @@ class ClprotoTemplate(SupervisedTemplate):
         if dataset is not None and backbone is not None:
             from clproto.features.backbone import extract_dataset_features
 
-            dataset, _ = extract_dataset_features(backbone, dataset, progress=False)
+            dataset = extract_dataset_features(backbone, dataset, progress=False).features
         self.strategy = strategy  # the clproto strategy being trained and evaluated
         self.num_classes = num_classes
         self.clproto_dataset = dataset

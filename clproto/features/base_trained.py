@@ -1,14 +1,16 @@
-"""The ``base-trained:`` backbone route: a network trained on a few-shot scenario's base session, then frozen.
+"""The ``base-trained`` backbone kind: a network trained on a few-shot scenario's base session, then frozen.
 
-Spec (the ``backbone`` field of a strategy definition)::
+Table (``[strategy.backbone]``) and its shorthand::
 
-    base-trained:ARCH[,key=value,...]      e.g.  base-trained:resnet20
-                                                 base-trained:resnet20,epochs=12,image_size=32
+    [strategy.backbone]                        backbone = "base-trained:resnet20,epochs=12,image_size=32"
+    kind = "base-trained"
+    architecture = "resnet20"
+    epochs = 12
+    image_size = 32
 
-``ARCH`` is a :mod:`clproto.nets` architecture; each ``key=value`` sets a field of
-:class:`~clproto.training.base_session.BaseTrainingConfig` (values parsed as TOML, so ``flip=false``,
-``lr=0.05``). Unlike a pretrained backbone, this one depends on the scenario: it is trained on the
-training samples of experience 0 (the base session) only, by
+The fields are those of :class:`~clproto.training.base_session.BaseTrainingConfig` (``architecture`` is a
+:mod:`clproto.nets` architecture). Unlike a pretrained backbone this kind ``needs_scenario``: it is
+trained on the training samples of experience 0 (the base session) only, by
 :func:`~clproto.training.base_session.train_base_session`, and never sees a later session's data.
 
 Two caches make it cheap to reuse:
@@ -19,8 +21,8 @@ Two caches make it cheap to reuse:
   share one trained backbone; with a random class order each seed has its own base session and trains
   its own;
 * the features of the whole dataset under the trained network (test transform), through the shared
-  feature cache (:func:`clproto.features.backbone.extract_dataset_features`), keyed by the trained
-  weights' content hash.
+  feature cache, keyed by the trained weights' content hash (the runner's
+  :class:`~clproto.features.store.FeatureStore` does that for every kind alike).
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ import hashlib
 import json
 import os
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -40,44 +41,13 @@ from clproto.context import RunContext
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
-from clproto.storage import write_text_atomic, write_torch_atomic
-from clproto.features.backbone import extract_dataset_features
+from clproto.features.backbone.kinds import BuildContext, Built
+from clproto.features.backbone.shorthand import shorthand
 from clproto.scenarios.scenario import Scenario
+from clproto.storage import write_text_atomic, write_torch_atomic
 from clproto.training.base_session import BaseTrainingConfig, TrainedBase, encode, train_base_session
 
-PREFIX = "base-trained:"
 FORMAT = "1"  # bump when training or the checkpoint layout changes, to invalidate cached backbones
-
-
-def is_base_trained(spec: str) -> bool:
-    return isinstance(spec, str) and spec.startswith(PREFIX)
-
-
-def parse_spec(spec: str, *, where: str | None = None) -> BaseTrainingConfig:
-    """``base-trained:resnet20,epochs=12`` -> BaseTrainingConfig(architecture="resnet20", epochs=12)."""
-    from clproto.config import from_mapping  # field and type checks shared with every definition file
-
-    body = spec[len(PREFIX):]
-    arch, *pairs = [p.strip() for p in body.split(",")]
-    expected = "base-trained:ARCH[,key=value,...] with keys " + ", ".join(
-        f.name for f in dataclasses.fields(BaseTrainingConfig) if f.name != "architecture")
-    options: dict = {"architecture": arch}
-    for pair in pairs:
-        key, eq, raw = pair.partition("=")
-        key = key.strip()
-        if not eq or key not in BaseTrainingConfig.__dataclass_fields__ or key == "architecture":
-            raise ConfigError("malformed base-trained backbone option", where=where, field="backbone", value=spec,
-                              expected=expected)
-        try:
-            options[key] = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            raise ConfigError(f"option {key!r} has an unreadable value", where=where, field="backbone", value=spec,
-                              expected="a TOML number or boolean") from None
-    try:
-        return from_mapping(BaseTrainingConfig, options, where=where or "backbone")
-    except ConfigError as exc:
-        raise ConfigError(f"option {exc.field!r}: {exc.message}", where=where, field="backbone", value=spec,
-                          expected=exc.expected) from None
 
 
 class BaseTrainedBackbone:
@@ -132,17 +102,34 @@ def check_sessions(scenario: Scenario, *, where: str | None = None) -> None:
                               field="shots", value=missing, expected="at least one training sample per class")
 
 
-def load_or_train(scenario: Scenario, spec: str, *, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = True, where: str | None = None) -> tuple[BaseTrainedBackbone, str]:
+def build_base_trained(config: BaseTrainingConfig, context: BuildContext) -> Built:
+    """The kind's build: the backbone trained on the context's scenario (needs_scenario), cached or trained now."""
+    if context.scenario is None:
+        raise ConfigError("a base-trained backbone is trained on a scenario's base session: it needs the scenario",
+                          where=context.where, field="backbone", value=shorthand(config),
+                          expected="Runner.features(..., scenario=...) or clproto run")
+    return load_or_train(context.scenario, config, cache_dir=context.cache_dir, progress=context.progress,
+                         where=context.where)
+
+
+def base_session_key(config: BaseTrainingConfig, scenario: Scenario, *, where: str | None = None) -> str:
+    """What of ``scenario`` the trained backbone depends on: its dataset and base-session training samples."""
+    check_sessions(scenario, where=where)
+    return training_key(scenario.dataset, scenario[0].train_indices, config)
+
+
+def load_or_train(scenario: Scenario, config: BaseTrainingConfig, *, cache_dir: str | os.PathLike | None = None,
+                  progress: bool = True, where: str | None = None) -> Built:
     """The backbone trained on ``scenario``'s base session, from the cache or trained now (then cached)."""
-    config = parse_spec(spec, where=where)
     check_sessions(scenario, where=where)
     if not scenario.dataset.is_images:
-        raise ConfigError("a base-trained backbone needs an image dataset", where=where, field="backbone", value=spec)
+        raise ConfigError("a base-trained backbone needs an image dataset", where=where, field="backbone",
+                          value=shorthand(config))
     base = scenario[0]
     path = checkpoint_path(scenario, config, cache_dir=cache_dir)
     trained = _load(path)
-    if trained is not None:
+    computed = trained is None
+    if not computed:
         note = f"base-trained backbone loaded from the cache ({path.name})"
     else:
         t0 = time.perf_counter()
@@ -157,7 +144,7 @@ def load_or_train(scenario: Scenario, spec: str, *, cache_dir: str | os.PathLike
         note = f"base-trained backbone trained in {seconds:.0f} s ({path.name})"
     best = trained.best_val_accuracy
     note += f", best epoch {trained.best_epoch}" + (f" (val acc {best:.3f})" if best is not None else "")
-    return BaseTrainedBackbone(spec=spec, trained=trained), note
+    return Built(backbone=BaseTrainedBackbone(spec=shorthand(config), trained=trained), note=note, computed=computed)
 
 
 def _load(path: Path) -> TrainedBase | None:
@@ -177,24 +164,3 @@ def _write_log(path: Path, trained: TrainedBase, seconds: float, *, dataset: Dat
            "base_classes": trained.classes, "base_train_samples": n_train, "train_seconds": seconds,
            "best_epoch": trained.best_epoch, "best_val_accuracy": trained.best_val_accuracy, "history": trained.history}
     write_text_atomic(path, json.dumps(log, indent=1))
-
-
-def base_trained_features(scenario: Scenario, spec: str, *, cache_dir: str | os.PathLike | None = None,
-                          progress: bool = True, where: str | None = None,
-                          memo: dict | None = None) -> tuple[Dataset, str, float]:
-    """(features of the whole dataset under the base-trained backbone, a note for the run log, seconds spent).
-
-    ``memo`` (optional, e.g. the runner's in-memory feature table) keeps results across calls in one process.
-    """
-    config = parse_spec(spec, where=where)
-    check_sessions(scenario, where=where)
-    key = ("base-trained", training_key(scenario.dataset, scenario[0].train_indices, config))
-    if memo is not None and key in memo:
-        return memo[key]
-    t0 = time.perf_counter()
-    backbone, note = load_or_train(scenario, spec, cache_dir=cache_dir, progress=progress, where=where)
-    feats, feat_note = extract_dataset_features(backbone, scenario.dataset, progress=progress, cache_dir=cache_dir)
-    out = (feats, f"{note}; {feat_note}", time.perf_counter() - t0)
-    if memo is not None:
-        memo[key] = out
-    return out

@@ -31,6 +31,7 @@ import numpy as np
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
+from clproto.features.extraction import Extraction
 from clproto.storage import (CACHE_FORMAT, META, CorruptEntry, discard_entry, note_corrupt, open_array, read_entry,
                              read_meta, write_entry)
 
@@ -94,18 +95,20 @@ def _split_features(backbone, dataset: Dataset, split: str, cache: Path, *, prog
 
 
 def cached_features(backbone, dataset: Dataset, *, progress: bool = True,
-                    cache_dir: str | os.PathLike | None = None) -> tuple[Dataset, str]:
+                    cache_dir: str | os.PathLike | None = None) -> Extraction:
     """Features of both splits from the cache, computing (and storing) whatever is missing."""
     cache = default_cache_root(cache_dir)
     t0 = time.perf_counter()
     train, s_train = _split_features(backbone, dataset, "train", cache, progress=progress)
     test, s_test = _split_features(backbone, dataset, "test", cache, progress=progress)
     seconds = time.perf_counter() - t0
-    if s_train == s_test == "cached":
+    hit = s_train == s_test == "cached"
+    if hit:
         note = f"feature cache hit ({cache / 'features'})"
     else:
-        note = f"feature cache miss: train {s_train}, test {s_test}; {seconds:.1f}s"  # never says "hit"
-    return dataset.with_inputs(train, test, suffix=f"[{backbone.spec}]"), note
+        note = f"feature cache miss: train {s_train}, test {s_test}; {seconds:.1f}s"
+    return Extraction(features=dataset.with_inputs(train, test, suffix=f"[{backbone.spec}]"), cache_hit=hit,
+                      seconds=seconds, note=note)
 
 
 # --------------------------------------------------------------------------- listing / clearing

@@ -92,6 +92,13 @@ def backbone(config: dict) -> str:
     pixels), else the network it trains end to end (``params.architecture``)."""
     strategy = config.get("strategy") if isinstance(config, dict) else None
     strategy = strategy if isinstance(strategy, dict) else {}
+    if isinstance(strategy.get("backbone"), dict):  # a [strategy.backbone] table: shown as its shorthand
+        from clproto.features.backbone import parse_backbone, shorthand
+
+        try:
+            return shorthand(parse_backbone(strategy["backbone"]))
+        except (ValueError, TypeError):  # a table this clproto cannot read (e.g. an unknown kind): as recorded
+            return _value(strategy["backbone"])
     if strategy.get("backbone"):
         return _value(strategy["backbone"])
     params = strategy.get("params") if isinstance(strategy.get("params"), dict) else {}

@@ -52,17 +52,14 @@ def _run(runner, task: RunTask, t0: float) -> Outcome:
 
 def _prepare(runner, part: PreparePart) -> None:
     """Build one scenario for each seed, check its strategies, and compute the features they need."""
-    from clproto.features.base_trained import is_base_trained
-
     first = [runner.scenario(part.scenario, seed=seed, where=part.where) for seed in part.seeds][0]
     for strategy in part.strategies:
         runner.check(part.scenario, strategy, part.seeds[0], where=part.where)
         if runner.registry.get(strategy.config.implementation).cls.input_kind != "features":
             continue
-        # a base-trained backbone depends on the base session: trained here for the first seed (other
-        # seeds with the same base session, e.g. a fixed class order, then find it in the cache)
-        runner.features(first.dataset, strategy.config.backbone, where=strategy.where,
-                        scenario=first if is_base_trained(strategy.config.backbone) else None)
+        # a backbone kind that needs_scenario (base-trained) is built from the base session: here for the first
+        # seed (other seeds with the same base session, e.g. a fixed class order, then find it in the cache)
+        runner.features(first.dataset, strategy.backbone, where=strategy.where, scenario=first)
 
 
 def runner_for(settings: WorkerSettings, *, progress: bool = False):

@@ -1,0 +1,53 @@
+"""uint8 images -> the float batch a pretrained model expects (scaling, greyscale, resize, normalisation)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clproto.errors import ConfigError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """uint8 NHWC images -> the float NCHW batch a model expects."""
+
+    size: int | None  # square input side; None keeps the images' own size
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # subtracted after scaling to [0, 1]
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)  # divided by after the mean
+
+    def describe(self) -> str:
+        return f"rgb01|bilinear{self.size or 'native'}|mean{self.mean}|std{self.std}"
+
+    def __call__(self, images: np.ndarray) -> torch.Tensor:
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            raise ConfigError("images must be (N, H, W, 1 or 3) uint8", field="backbone", value=images.shape)
+        x = torch.from_numpy(np.array(images, copy=True)).permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)  # greyscale -> (B, 3, H, W)
+        if self.size is not None and tuple(x.shape[-2:]) != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)  # (B, 3, S, S)
+        if self.mean != (0.0, 0.0, 0.0) or self.std != (1.0, 1.0, 1.0):
+            mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+            std = torch.tensor(self.std).view(1, 3, 1, 1)
+            x = (x - mean) / std
+        # (B, 3, S, S) stored channels-last, as the permuted NHWC batch already is: oneDNN's fast CPU path
+        # (a plain NCHW copy made MobileNet 1.37x slower here — benchmarks/cache_cold_warm.py)
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+def preprocess_for(spec, *, size: int | None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> Preprocess:
+    """The model's own preprocessing (``size``, ``mean``, ``std``), overridden by the table's ``size`` / ``norm``."""
+    if spec.size is not None:
+        size = None if spec.size == "native" else int(spec.size)
+    if spec.norm == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    elif spec.norm == "none":
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return Preprocess(size=size, mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std))
