@@ -138,11 +138,7 @@ def knots(graph: dict[str, set[str]]) -> list[set[str]]:
 
 # Circles that came with backbones as typed tables (issue 11 item 3), in files of that work: untie them, then
 # remove them from here (test_no_import_cycle_at_all turns from an expected failure into a pass).
-KNOWN_KNOTS = (
-    {"clproto.features.cache", "clproto.features.extraction"},
-    {"clproto.config", "clproto.features.backbone", "clproto.features.backbone.kinds",
-     "clproto.features.backbone.shorthand", "clproto.features.backbone.torch_models", "clproto.features.base_trained"},
-)
+KNOWN_KNOTS: tuple = ()  # import circles tolerated while being untied: none left
 
 
 def test_knots_are_the_strongly_connected_components():
@@ -158,7 +154,6 @@ def test_no_import_cycle_among_clproto_modules_outside_the_known_knots():
     assert not new, f"import circles: {new}"
 
 
-@pytest.mark.xfail(strict=True, reason="the backbone-table circles of KNOWN_KNOTS are not untied yet")
 def test_no_import_cycle_at_all():
     cycle = find_cycle(import_graph(PACKAGE))
     assert cycle is None, "import circle: " + " -> ".join(cycle)

@@ -41,7 +41,7 @@ from clproto.context import RunContext
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
-from clproto.features.backbone.kinds import BuildContext, Built
+from clproto.features.backbone.tables import BuildContext, Built
 from clproto.features.backbone.shorthand import shorthand
 from clproto.scenarios.scenario import Scenario
 from clproto.storage import write_text_atomic, write_torch_atomic

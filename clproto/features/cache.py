@@ -31,7 +31,7 @@ import numpy as np
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
-from clproto.features.extraction import Extraction
+from clproto.features.result import Extraction
 from clproto.storage import (CACHE_FORMAT, META, CorruptEntry, discard_entry, note_corrupt, open_array, read_entry,
                              read_meta, write_entry)
 

@@ -13,7 +13,7 @@ shorthand                                  table
 
 The model kinds take options after ``?`` (``&``-separated): ``size=S|native``, ``norm=none|imagenet``,
 ``batch=B``, the table fields of the same names. Malformed strings are ConfigErrors; the tables they
-give are then checked like any table (:func:`clproto.features.backbone.kinds.from_table`).
+give are then checked like any table (:func:`clproto.features.backbone.tables.from_table`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import tomllib
 from typing import Any, Mapping
 
 from clproto.errors import ConfigError
-from clproto.features.backbone.kinds import (CheckpointTable, ModelInput, PixelsTable, TimmTable,
-                                             TorchScriptTable, TorchvisionTable, from_table, kind_of)
+from clproto.features.backbone.tables import (CheckpointTable, ModelInput, PixelsTable, TimmTable,
+                                              TorchScriptTable, TorchvisionTable, from_table, kind_name)
 from clproto.training.base_session import BaseTrainingConfig
 
 SPEC_HELP = ('a [strategy.backbone] table with kind = pixels|torchscript|torchvision|timm|checkpoint|base-trained, '
@@ -111,7 +111,7 @@ def shorthand(spec: Any) -> str:
     elif isinstance(spec, CheckpointTable):
         head = f"{spec.library}:{spec.architecture}{weights}@{spec.path}"
     elif isinstance(spec, (TorchvisionTable, TimmTable)):
-        head = f"{kind_of(spec).name}:{spec.architecture}{weights}"
+        head = f"{kind_name(spec)}:{spec.architecture}{weights}"
     else:
         raise TypeError(f"no shorthand for {type(spec).__name__}")
     defaults = ModelInput()

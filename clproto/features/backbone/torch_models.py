@@ -23,7 +23,7 @@ import torch
 from clproto.data.paths import models_root as default_models_root
 from clproto.errors import ConfigError
 from clproto.features.backbone.base import FEATURE_VERSION, content_hash
-from clproto.features.backbone.kinds import CheckpointTable, ModelInput, TorchScriptTable, TorchvisionTable
+from clproto.features.backbone.tables import CheckpointTable, ModelInput, TorchScriptTable, TorchvisionTable
 from clproto.features.backbone.preprocess import Preprocess, preprocess_for
 from clproto.features.backbone.shorthand import shorthand
 
