@@ -29,6 +29,7 @@ import dataclasses
 import os
 import platform
 import shutil
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -105,9 +106,22 @@ def check_kind(entry, strategy: ResolvedStrategy, kind: str, registry: Registry,
         expected=f"a {' or '.join(kinds)} scenario for {entry.name}, or for this scenario one of: {', '.join(fits)}")
 
 
-def resolved_config(scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: int) -> dict:
+def resolved_config(scenario: ScenarioConfig | dict, strategy: ResolvedStrategy, seed: int) -> dict:
     """The identity of a run: everything that can change its numbers (not paths or thread counts)."""
     return {"scenario": to_plain(scenario), "strategy": strategy.to_dict(), "seed": seed}
+
+
+def built_scenario_identity(scenario: Scenario) -> dict:
+    """What identifies a scenario built in Python (e.g. by ``clproto.avalanche.from_avalanche``), which has no
+    definition: its name and kind, the dataset's content hash, the class order, and each experience's classes
+    and train/test indices (hashed), so the same stream always gets the same run identity."""
+    def digest(indices) -> str:
+        return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+    return {"name": scenario.name, "kind": scenario.kind, "built": "in Python", "dataset": scenario.dataset.identity,
+            "class_order": [int(c) for c in scenario.class_order],
+            "experiences": [{"classes": [int(c) for c in e.classes], "train": digest(e.train_indices),
+                             "test": digest(e.test_indices)} for e in scenario]}
 
 
 @dataclass
@@ -223,11 +237,12 @@ class Runner:
             self.feature_store.check(strategy.backbone, context=self._build_context(strategy.where))
 
     # ------------------------------------------------------------------ run
-    def run(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, *, seed: int,
+    def run(self, scenario: ScenarioConfig | Scenario, strategy: ResolvedStrategy, *, seed: int,
             out_dir: str | os.PathLike | None = None, where: str = "scenario", record: bool = True) -> RunResult:
         """Run ``strategy`` on ``scenario`` with ``seed`` and return its :class:`~clproto.evaluation.RunResult`.
 
-        ``scenario``: a scenario definition (:func:`clproto.load_scenario`); ``strategy``: a resolved
+        ``scenario``: a scenario definition (:func:`clproto.load_scenario`), or a :class:`Scenario` built in Python
+        (e.g. by ``clproto.avalanche.from_avalanche``: run as given, identified by its content); ``strategy``: a resolved
         strategy definition (:func:`clproto.load_strategy`); ``seed``: every random choice of the run
         (class order, samples, initialisation) derives from it, so the same arguments give the same
         numbers. For each experience the strategy's ``fit_experience`` is called, then the
@@ -246,12 +261,15 @@ class Runner:
         with torch.random.fork_rng(devices=[]):
             return self._run(scenario, strategy, seed=seed, out_dir=out_dir, where=where, record=record)
 
-    def _run(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, *, seed: int,
+    def _run(self, scenario: ScenarioConfig | Scenario, strategy: ResolvedStrategy, *, seed: int,
              out_dir: str | os.PathLike | None, where: str, record: bool) -> RunResult:
         t_start = time.perf_counter()
         timings = Timings()
         notes: list[str] = []
-        sc = self.scenario(scenario, seed=seed, where=where)
+        if isinstance(scenario, Scenario):  # built in Python: run as given, identified by its content
+            sc, definition = scenario, built_scenario_identity(scenario)
+        else:
+            sc, definition = self.scenario(scenario, seed=seed, where=where), scenario
         timings.data_s = time.perf_counter() - t_start
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
         check_kind(entry, strategy, sc.kind, self.registry, where=where)
@@ -260,7 +278,7 @@ class Runner:
             sc = sc.with_dataset(got.features)
             notes.append(f"backbone {strategy.backbone_label}: {got.note}")
             timings.features_s = 0.0 if got.cache_hit else got.seconds
-        config = resolved_config(scenario, strategy, seed)
+        config = resolved_config(definition, strategy, seed)
         chash = run_hash(config)
         folder = run_dir(out_dir, scenario.name, strategy.name, seed) if out_dir is not None else None
         if folder is not None:

@@ -64,3 +64,25 @@ def clproto_run(namespace):
 
     return clproto.Runner(registry=namespace["registry"], progress=False).run(
         namespace["scenario"], namespace["strategy"], seed=0)
+
+
+def test_a_scenario_built_in_python_runs_like_a_definition_and_writes_results(tmp_path):
+    """Runner.run takes a built Scenario (e.g. from from_avalanche): same numbers as its definition, results.json
+    written, identified by its content (the same stream -> the same run identity)."""
+    import clproto
+    from clproto.config import run_hash
+    from clproto.evaluation.results import RunResult
+    from clproto.scenarios.config import ScenarioConfig
+
+    cfg = ScenarioConfig(name="digits", dataset="digits", increment=5, train_per_class=10, test_per_class=10)
+    strategy = clproto.load_strategy(ROOT / "strategies" / "nmc-pixels.toml")
+    runner = clproto.Runner(progress=False)
+    built = runner.scenario(cfg, seed=1)
+    from_definition = runner.run(cfg, strategy, seed=1)
+    from_built = runner.run(built, strategy, seed=1, out_dir=tmp_path)
+    assert from_built.accuracy_matrix == from_definition.accuracy_matrix
+    saved = RunResult.load(tmp_path / "digits" / "nmc-pixels" / "seed1" / "results.json")
+    assert saved.accuracy_matrix == from_built.accuracy_matrix and saved.config["scenario"]["built"] == "in Python"
+    again = runner.run(runner.scenario(cfg, seed=1), strategy, seed=1)
+    other = runner.run(runner.scenario(cfg, seed=2), strategy, seed=1)
+    assert run_hash(again.config) == run_hash(from_built.config) != run_hash(other.config)
