@@ -76,9 +76,10 @@ class AvalancheStrategy:
     Config = AvalancheConfig
     input_kind = "images"
 
-    def __init__(self, *, config: AvalancheConfig = AvalancheConfig(), num_classes: int, seed: int = 0,
+    def __init__(self, *, config: Optional[AvalancheConfig] = None, num_classes: int, seed: int = 0,
                  context: Optional[RunContext] = None) -> None:
-        self.config = config
+        # no default instance in the signature: checking one imports Avalanche (seconds) at `import clproto`
+        self.config = config if config is not None else AvalancheConfig()
         self.num_classes = num_classes
         self.seed = seed
         self.context = context if context is not None else RunContext(seed=seed)  # the device Avalanche trains on
