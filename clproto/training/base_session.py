@@ -23,12 +23,19 @@ Images are optionally resized to ``image_size`` (bilinear, antialiased) once, be
 resize is part of the trained backbone's preprocessing. Inputs are scaled to [0, 1] and standardised
 with the per-channel mean/std of the base training images: the backbone's
 :class:`~clproto.training.inputs.Normalization`, kept with its weights.
+
+Fine-tuning a pretrained network (TEEN's CUB-200 protocol: an ImageNet-pretrained backbone trained further
+on the base classes): ``architecture = "torchscript:PATH"`` starts from a TorchScript feature extractor
+(:mod:`clproto.training.pretrained`) fed ``x / 255`` (its own input scaling, no dataset statistics), and
+``network_lr`` may give the network a smaller learning rate than the new cosine head's ``lr``.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -43,11 +50,19 @@ from clproto.nets import ARCHITECTURES, build_network
 from clproto.progress import progress_bar
 from clproto.training.inputs import Normalization, to_input
 from clproto.training.loop import DivergedError, TrainingConfig, TrainingEvent, TrainingLoop, seeded
+from clproto.training.pretrained import IDENTITY_SCALING, PREFIX, file_hash, is_pretrained, load_pretrained, resolve
+
+# A field added after base-trained backbones were first cached carries this metadata: while it holds its default
+# it is left out of every identity (cache keys, feature identities, recorded tables), so those of existing
+# definitions do not change (config_identity; clproto.features.backbone.kinds.to_table).
+OMIT_DEFAULT = {"omit_when_default": True}
 
 
 @dataclass(frozen=True)
 class BaseTrainingConfig:
-    architecture: str = "resnet20"  # clproto.nets architecture (TEEN: resnet20 on CIFAR, resnet18 on mini/CUB)
+    # clproto.nets architecture (TEEN: resnet20 on CIFAR, resnet18 on mini/CUB), or "torchscript:PATH": fine-tune
+    # that pretrained TorchScript network (PATH relative to the models root; clproto.training.pretrained)
+    architecture: str = "resnet20"
     epochs: int = 10  # passes over the base training split (TEEN CIFAR-100: 600)
     batch_size: int = 128  # samples per SGD step (TEEN: 256)
     lr: float = 0.1  # initial learning rate, decayed to 0 by a cosine schedule (TEEN: 0.1)
@@ -59,11 +74,22 @@ class BaseTrainingConfig:
     flip: bool = True  # random horizontal flip
     val_fraction: float = 0.1  # per-class share of base training images held out to pick the best epoch
     seed: int = 0  # training seed (init, validation split, batches, augmentation), not the run seed
+    # learning rate of the network when set (the cosine head keeps lr); None: lr for both. For fine-tuning a
+    # pretrained network, smaller than the new head's (TEEN's CUB script uses one lr, 0.004, for both)
+    network_lr: float | None = field(default=None, metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
+        if is_pretrained(self.architecture):
+            if not self.architecture[len(PREFIX):].strip():
+                raise ConfigError("a pretrained architecture names its TorchScript file", field="architecture",
+                                  value=self.architecture, expected=f"{PREFIX}PATH (relative to the models root)")
+        elif self.architecture not in ARCHITECTURES:
             raise ConfigError("unknown architecture", field="architecture", value=self.architecture,
-                              expected="one of " + ", ".join(ARCHITECTURES))
+                              expected="one of " + ", ".join(ARCHITECTURES) + f", or {PREFIX}PATH (a pretrained "
+                              "TorchScript network to fine-tune)")
+        if self.network_lr is not None and not self.network_lr > 0:
+            raise ConfigError("must be positive (or left out: the network then uses lr)", field="network_lr",
+                              value=self.network_lr)
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -82,12 +108,19 @@ class BaseTrainingConfig:
             raise ConfigError("must lie in [0, 1)", field="val_fraction", value=self.val_fraction)
 
 
+def config_identity(config: BaseTrainingConfig) -> dict:
+    """The fields that identify a training configuration (hashed by cache keys): every field, except those
+    marked OMIT_DEFAULT while they hold their default."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if not (f.metadata.get("omit_when_default") and getattr(config, f.name) == f.default)}
+
+
 @dataclass
 class TrainedBase:
     """What base training produces: the network's weights and its input preprocessing."""
 
     config: BaseTrainingConfig
-    state_dict: dict  # weights of clproto.nets.<architecture> at the best epoch
+    state_dict: dict  # weights of the network at the best epoch (clproto.nets.<architecture>, or a PretrainedNetwork)
     in_channels: int
     mean: list  # per-channel mean of the base training images, in [0, 1]
     std: list  # per-channel std
@@ -95,10 +128,21 @@ class TrainedBase:
     history: list = field(default_factory=list)  # one dict per epoch: epoch, loss, train_acc, val_acc, lr, seconds
     best_epoch: int = -1  # 0-based epoch whose weights are kept
     best_val_accuracy: float | None = None  # None when val_fraction = 0 (the last epoch is kept)
+    init_hash: str = ""  # "torchscript:" architectures: content hash of the TorchScript file fine-tuned; "" otherwise
 
-    def network(self) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):  # the initialisation, overwritten below, leaves the caller's RNG alone
-            net = build_network(self.config.architecture, in_channels=self.in_channels)
+    def network(self, *, models_root: str | os.PathLike | None = None, where: str | None = None) -> nn.Module:
+        """The trained network in eval mode: built (a pretrained one: loaded from its TorchScript file under
+        ``models_root``, which must be the file it was trained from), then given the trained weights."""
+        if is_pretrained(self.config.architecture):
+            path = resolve(self.config.architecture, models_root=models_root, where=where)
+            if self.init_hash and file_hash(path) != self.init_hash:
+                raise ConfigError(f"{str(path)!r} is not the file these weights were fine-tuned from (its content "
+                                  "changed)", where=where, field="backbone.architecture", value=self.config.architecture)
+            net = load_pretrained(self.config.architecture, side=self.config.image_size or 32, models_root=models_root,
+                                  where=where)
+        else:
+            with torch.random.fork_rng(devices=[]):  # the initialisation, overwritten below, leaves the caller's RNG alone
+                net = build_network(self.config.architecture, in_channels=self.in_channels)
         net.load_state_dict(self.state_dict)
         return net.eval()
 
@@ -160,7 +204,7 @@ def _accuracy(net: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 def loop_config(config: BaseTrainingConfig) -> TrainingConfig:
     """The shared loop's settings for base training: SGD (Nesterov when there is momentum), cosine decay per step."""
-    return TrainingConfig(architecture=config.architecture, epochs=config.epochs, batch_size=config.batch_size,
+    return TrainingConfig(epochs=config.epochs, batch_size=config.batch_size,  # the loop builds no network: no architecture
                           optimizer="nesterov" if config.momentum > 0 else "sgd", lr=config.lr,
                           momentum=config.momentum, weight_decay=config.weight_decay, schedule="cosine-steps",
                           crop_padding=config.crop_padding, flip=config.flip)
@@ -194,11 +238,13 @@ class _EpochRecord:
 
 
 def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTrainingConfig = BaseTrainingConfig(),
-                       context: RunContext = RunContext(), where: str | None = None) -> TrainedBase:
+                       context: RunContext = RunContext(), models_root: str | os.PathLike | None = None,
+                       where: str | None = None) -> TrainedBase:
     """Train ``config.architecture`` with a cosine classifier on base-session images ``(N, H, W, C)`` uint8.
 
     ``labels`` are dataset labels (any integers); the global torch RNG is left untouched. ``context``
     gives the progress bars and listeners of the training loop (``config.seed`` seeds it, not the run seed).
+    A ``torchscript:PATH`` architecture is fine-tuned from that file under ``models_root``.
     """
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ConfigError("base training needs uint8 images (N, H, W, C)", where=where, field="backbone",
@@ -213,13 +259,27 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
     rng = np.random.default_rng([cfg.seed, 1])
     tr, va = validation_split(labels, cfg.val_fraction, rng)
     x_tr, y_tr, x_va, y_va = x_all[tr], y_all[tr], x_all[va], y_all[va]
-    pixels = x_tr.reshape(-1, x_tr.shape[-1]).double() / 255.0  # (N*S*S, C)
-    mean, std = pixels.mean(0).float(), pixels.std(0).float().clamp_min(1e-3)  # (C,), (C,)
-    del pixels
+    channels = int(x_all.shape[-1])
+    pretrained = is_pretrained(cfg.architecture)
+    if pretrained:  # the model scales [0, 1] input itself: x / 255, no dataset statistics
+        mean, std = torch.full((channels,), IDENTITY_SCALING[0]), torch.full((channels,), IDENTITY_SCALING[1])
+    else:
+        pixels = x_tr.reshape(-1, channels).double() / 255.0  # (N*S*S, C)
+        mean, std = pixels.mean(0).float(), pixels.std(0).float().clamp_min(1e-3)  # (C,), (C,)
+        del pixels
     normalization = Normalization(mean=tuple(mean.tolist()), std=tuple(std.tolist()))  # float32 values, exactly
 
+    init_hash = ""
+    if pretrained:
+        if channels not in (1, 3):
+            raise ConfigError(f"a pretrained RGB network cannot take {channels}-channel images", where=where,
+                              field="backbone.architecture", value=cfg.architecture, expected="RGB or greyscale images")
+        init_hash = file_hash(resolve(cfg.architecture, models_root=models_root, where=where))
+        net = load_pretrained(cfg.architecture, side=int(x_all.shape[1]), models_root=models_root, where=where)
     with seeded(cfg.seed):
-        net = build_network(cfg.architecture, in_channels=x_all.shape[-1], where=where).to(memory_format=torch.channels_last)
+        if not pretrained:
+            net = build_network(cfg.architecture, in_channels=channels, where=where)
+        net = net.to(memory_format=torch.channels_last)
         head = CosineClassifier(in_features=net.feature_dim, num_classes=len(classes), scale=cfg.scale)
     loop = TrainingLoop(config=loop_config(cfg), seed=cfg.seed, context=context, normalization=normalization,
                         merge_lone_batch=False)
@@ -230,9 +290,13 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
         logits = head(net(views[0]))  # (B, K)
         return F.cross_entropy(logits, yb), logits.detach()
 
+    if cfg.network_lr is None:  # one group: the network and its head share lr
+        groups = [{"params": list(net.parameters()) + list(head.parameters())}]
+    else:  # the network at its own (usually smaller) rate; history's lr is the network's (the first group)
+        groups = [{"params": list(net.parameters()), "lr": cfg.network_lr}, {"params": list(head.parameters())}]
     try:
-        loop.run(modules=[net, head], groups=[{"params": list(net.parameters()) + list(head.parameters())}],
-                 x=x_tr, y=y_tr, loss_fn=loss_fn, desc=f"base training {cfg.architecture}")
+        loop.run(modules=[net, head], groups=groups, x=x_tr, y=y_tr, loss_fn=loss_fn,
+                 desc=f"base training {cfg.architecture}")
     except DivergedError as exc:
         what = exc.message.split(";")[0]  # "training diverged: the loss is nan at experience 0, epoch e, step s"
         raise DivergedError(f"base {what}; nothing was cached", where=where, field="backbone", value=f"lr={cfg.lr}",
@@ -240,16 +304,16 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
 
     best_val, best_epoch, best_state = record.best
     state = {k: v.contiguous() for k, v in best_state.items()}
-    return TrainedBase(config=cfg, state_dict=state, in_channels=int(x_all.shape[-1]), mean=mean.tolist(),
+    return TrainedBase(config=cfg, state_dict=state, in_channels=channels, mean=mean.tolist(),
                        std=std.tolist(), classes=classes, history=record.history, best_epoch=best_epoch,
-                       best_val_accuracy=best_val if len(x_va) else None)
+                       best_val_accuracy=best_val if len(x_va) else None, init_hash=init_hash)
 
 
 @torch.no_grad()
 def encode(trained: TrainedBase, images: np.ndarray, *, net: nn.Module | None = None, batch: int = 512,
-           progress: bool = True, desc: str = "") -> np.ndarray:
+           progress: bool = True, desc: str = "", models_root: str | os.PathLike | None = None) -> np.ndarray:
     """Features of the trained network under the test transform: (N, H, W, C) uint8 -> (N, D) float32."""
-    net = net if net is not None else trained.network()
+    net = net if net is not None else trained.network(models_root=models_root)
     net = net.eval().to(memory_format=torch.channels_last)
     normalization = trained.normalization
     out = []
