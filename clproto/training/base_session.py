@@ -8,8 +8,10 @@ and cross-entropy,
     logits_k(x) = s · cos(f(x), w_k),   L = CE(logits(x), y),
 
 then freeze the network for every later session. Optimiser and schedule follow TEEN's scripts: SGD with
-Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay over every step; random crop
-(zero padding) and horizontal flip, done on uint8 tensors. TEEN's CIFAR-100 setting is 600 epochs,
+Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay (``schedule``: after every step by
+default; TEEN's CIFAR-100 and miniImageNet scripts decay once per epoch, ``"cosine"``; its CUB-200 script
+multiplies the rate by ``gamma`` 0.25 after epochs 50, 100, ..., 300, ``"step"`` with ``milestones``); random
+crop (zero padding) and horizontal flip, done on uint8 tensors. TEEN's CIFAR-100 setting is 600 epochs,
 lr 0.1, batch 256, s = 16; the defaults below are far shorter so that a base session fits a 2-core CPU.
 The training itself is the shared :class:`~clproto.training.loop.TrainingLoop` (same shuffles,
 augmentation and input scaling as every trained strategy) with the cosine head's cross-entropy as its
@@ -56,6 +58,7 @@ from clproto.training.pretrained import IDENTITY_SCALING, PREFIX, file_hash, is_
 # it is left out of every identity (cache keys, feature identities, recorded tables), so those of existing
 # definitions do not change (config_identity; clproto.features.backbone.kinds.to_table).
 OMIT_DEFAULT = {"omit_when_default": True}
+BASE_SCHEDULES = ("cosine-steps", "cosine", "step")  # learning-rate schedules of base training
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ class BaseTrainingConfig:
     # learning rate of the network when set (the cosine head keeps lr); None: lr for both. For fine-tuning a
     # pretrained network, smaller than the new head's (TEEN's CUB script uses one lr, 0.004, for both)
     network_lr: float | None = field(default=None, metadata=OMIT_DEFAULT)
+    # learning-rate schedule: "cosine-steps" (cosine decay after every step), "cosine" (once per epoch, as TEEN's
+    # CosineAnnealingLR) or "step" (multiplied by gamma after each of the milestones, as TEEN's MultiStepLR on CUB)
+    schedule: str = field(default="cosine-steps", metadata=OMIT_DEFAULT)
+    milestones: tuple[int, ...] = field(default=(), metadata=OMIT_DEFAULT)  # "step": epochs (TEEN CUB: 50, 100, ..., 300)
+    gamma: float = field(default=0.1, metadata=OMIT_DEFAULT)  # "step": the decay factor (TEEN CUB: 0.25)
 
     def __post_init__(self) -> None:
         if is_pretrained(self.architecture):
@@ -106,6 +114,18 @@ class BaseTrainingConfig:
                               value=(self.momentum, self.weight_decay))
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("must lie in [0, 1)", field="val_fraction", value=self.val_fraction)
+        if self.schedule not in BASE_SCHEDULES:
+            raise ConfigError("unknown schedule", field="schedule", value=self.schedule,
+                              expected=" or ".join(BASE_SCHEDULES))
+        if not isinstance(self.milestones, (list, tuple)) or any(
+                isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
+            raise ConfigError("must be a list of positive epoch numbers", field="milestones", value=self.milestones)
+        object.__setattr__(self, "milestones", tuple(self.milestones))  # hashable: tables key the feature store
+        if self.milestones and self.schedule != "step":
+            raise ConfigError('milestones apply to schedule = "step" only', field="milestones",
+                              value=list(self.milestones), expected=f'schedule = "step" (not {self.schedule!r})')
+        if not 0 < self.gamma <= 1:
+            raise ConfigError("must lie in (0, 1]", field="gamma", value=self.gamma)
 
 
 def config_identity(config: BaseTrainingConfig) -> dict:
@@ -203,10 +223,11 @@ def _accuracy(net: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def loop_config(config: BaseTrainingConfig) -> TrainingConfig:
-    """The shared loop's settings for base training: SGD (Nesterov when there is momentum), cosine decay per step."""
+    """The shared loop's settings for base training: SGD (Nesterov when there is momentum), the config's schedule."""
     return TrainingConfig(epochs=config.epochs, batch_size=config.batch_size,  # the loop builds no network: no architecture
                           optimizer="nesterov" if config.momentum > 0 else "sgd", lr=config.lr,
-                          momentum=config.momentum, weight_decay=config.weight_decay, schedule="cosine-steps",
+                          momentum=config.momentum, weight_decay=config.weight_decay, schedule=config.schedule,
+                          milestones=list(config.milestones), gamma=config.gamma,
                           crop_padding=config.crop_padding, flip=config.flip)
 
 
