@@ -68,7 +68,7 @@ class BaseTrainingConfig:
     architecture: str = "resnet20"
     epochs: int = 10  # passes over the base training split (TEEN CIFAR-100: 600)
     batch_size: int = 128  # samples per SGD step (TEEN: 256)
-    lr: float = 0.1  # initial learning rate, decayed to 0 by a cosine schedule (TEEN: 0.1)
+    lr: float = 0.1  # initial learning rate, then decayed by `schedule` (default: cosine to 0) (TEEN: 0.1)
     momentum: float = 0.9  # Nesterov momentum (TEEN: 0.9)
     weight_decay: float = 5e-4  # L2 weight decay (TEEN: 5e-4)
     scale: float = 16.0  # cosine-classifier temperature s (TEEN `temperature`: 16)
