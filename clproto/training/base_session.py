@@ -29,7 +29,10 @@ with the per-channel mean/std of the base training images: the backbone's
 Fine-tuning a pretrained network (TEEN's CUB-200 protocol: an ImageNet-pretrained backbone trained further
 on the base classes): ``architecture = "torchscript:PATH"`` starts from a TorchScript feature extractor
 (:mod:`clproto.training.pretrained`) fed ``x / 255`` (its own input scaling, no dataset statistics), and
-``network_lr`` may give the network a smaller learning rate than the new cosine head's ``lr``.
+``network_lr`` may give the network a smaller learning rate than the new cosine head's ``lr``, and
+``train_from`` keeps the layers before a named one frozen (their parameters, not batch-norm statistics): the
+early, high-resolution layers cost most of a backward pass, so training only the top of the network is the
+cheap route on CPU.
 """
 
 from __future__ import annotations
@@ -85,6 +88,9 @@ class BaseTrainingConfig:
     schedule: str = field(default="cosine-steps", metadata=OMIT_DEFAULT)
     milestones: tuple[int, ...] = field(default=(), metadata=OMIT_DEFAULT)  # "step": epochs (TEEN CUB: 50, 100, ..., 300)
     gamma: float = field(default=0.1, metadata=OMIT_DEFAULT)  # "step": the decay factor (TEEN CUB: 0.25)
+    # "": train every parameter; else the network's parameters before the first one whose name starts with this
+    # prefix (definition order; a TorchScript network's own names, e.g. "blocks.6") stay frozen: partial fine-tuning
+    train_from: str = field(default="", metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
         if is_pretrained(self.architecture):
@@ -258,6 +264,22 @@ class _EpochRecord:
                 self.best = (score, event.epoch, copy.deepcopy(self.net.state_dict()))
 
 
+def _trained_parameters(net: nn.Module, train_from: str, *, where: str | None) -> list[nn.Parameter]:
+    """The parameters to train: all, or those from the first named ``train_from...`` on (the rest frozen in place)."""
+    named = list(net.named_parameters())
+    if not train_from:
+        return [p for _, p in named]
+    first = next((i for i, (name, _) in enumerate(named) if name == train_from or name.startswith(train_from + ".")),
+                 None)
+    if first is None:
+        tops = list(dict.fromkeys(".".join(name.split(".")[:2]) for name, _ in named))
+        raise ConfigError("no parameter of the network has this name prefix", where=where, field="backbone.train_from",
+                          value=train_from, expected="one of " + ", ".join(tops[:40]) + (" ..." if len(tops) > 40 else ""))
+    for _, p in named[:first]:
+        p.requires_grad_(False)  # no gradient computed below the first trained layer: the cheap part of the pass
+    return [p for _, p in named[first:]]
+
+
 def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTrainingConfig = BaseTrainingConfig(),
                        context: RunContext = RunContext(), models_root: str | os.PathLike | None = None,
                        where: str | None = None) -> TrainedBase:
@@ -311,10 +333,11 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
         logits = head(net(views[0]))  # (B, K)
         return F.cross_entropy(logits, yb), logits.detach()
 
+    trained_params = _trained_parameters(net.module if pretrained else net, cfg.train_from, where=where)
     if cfg.network_lr is None:  # one group: the network and its head share lr
-        groups = [{"params": list(net.parameters()) + list(head.parameters())}]
+        groups = [{"params": trained_params + list(head.parameters())}]
     else:  # the network at its own (usually smaller) rate; history's lr is the network's (the first group)
-        groups = [{"params": list(net.parameters()), "lr": cfg.network_lr}, {"params": list(head.parameters())}]
+        groups = [{"params": trained_params, "lr": cfg.network_lr}, {"params": list(head.parameters())}]
     try:
         loop.run(modules=[net, head], groups=groups, x=x_tr, y=y_tr, loss_fn=loss_fn,
                  desc=f"base training {cfg.architecture}")
