@@ -1,4 +1,4 @@
-"""Networks trained from scratch: CIFAR-style ResNet-20 and (reduced) ResNet-18.
+"""Networks trained from scratch: CIFAR-style ResNet-20, (reduced) ResNet-18 and the ImageNet ResNet-18.
 
 * ``resnet20`` — He et al., "Deep Residual Learning for Image Recognition", CVPR 2016, Sec. 4.2:
   3 stages of 3 basic blocks with 16/32/64 filters, 64-d features. The CIFAR backbone of
@@ -7,6 +7,9 @@
   (the usual adaptation to 32×32 inputs); ``width`` is the base number of filters: 64 is the
   standard network (512-d features), 20 is the *reduced* ResNet-18 of GEM (Lopez-Paz &
   Ranzato 2017) and Mammoth (160-d features).
+* ``resnet18-imagenet`` — the ImageNet ResNet-18 itself (He et al. 2016, Table 1): a 7×7 stride-2 stem
+  and a 3×3 stride-2 max-pool before the same blocks, 512-d features. The backbone CEC and TEEN
+  train from scratch on miniImageNet (84×84 inputs; CEC's ``models/resnet18_encoder.py``).
 * ``convnet-small`` — three 3×3 conv + batch-norm + ReLU layers (32, 64, 64 filters, one 2×2
   max-pool), 64-d features: not from a paper, a fast stand-in for the 8×8 digits of the
   embedded default run, where a ResNet's many small layers cost more than they compute.
@@ -42,11 +45,19 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    """Stem conv 3×3 -> stages of basic blocks -> global average pool -> (N, feature_dim)."""
+    """Stem -> stages of basic blocks -> global average pool -> (N, feature_dim).
 
-    def __init__(self, *, blocks: list[int], widths: list[int], in_channels: int = 3) -> None:
+    ``stem = "cifar"``: conv 3×3 stride 1; ``"imagenet"``: conv 7×7 stride 2, then max-pool 3×3 stride 2.
+    """
+
+    def __init__(self, *, blocks: list[int], widths: list[int], in_channels: int = 3, stem: str = "cifar") -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+        if stem == "imagenet":
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]),
+                                      nn.ReLU(), nn.MaxPool2d(3, 2, 1))  # (N, C, H/4, W/4)
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]),
+                                      nn.ReLU())
         layers, c_in = [], widths[0]
         for i, (n, w) in enumerate(zip(blocks, widths)):
             for b in range(n):
@@ -67,8 +78,9 @@ def resnet20(*, in_channels: int = 3) -> ResNet:
     return ResNet(blocks=[3, 3, 3], widths=[16, 32, 64], in_channels=in_channels)
 
 
-def resnet18(*, width: int = 64, in_channels: int = 3) -> ResNet:
-    return ResNet(blocks=[2, 2, 2, 2], widths=[width, 2 * width, 4 * width, 8 * width], in_channels=in_channels)
+def resnet18(*, width: int = 64, in_channels: int = 3, stem: str = "cifar") -> ResNet:
+    return ResNet(blocks=[2, 2, 2, 2], widths=[width, 2 * width, 4 * width, 8 * width], in_channels=in_channels,
+                  stem=stem)
 
 
 class SmallConvNet(nn.Module):
@@ -91,6 +103,7 @@ ARCHITECTURES = {
     "resnet20": lambda in_channels=3: resnet20(in_channels=in_channels),
     "resnet18": lambda in_channels=3: resnet18(width=64, in_channels=in_channels),
     "resnet18-reduced": lambda in_channels=3: resnet18(width=20, in_channels=in_channels),
+    "resnet18-imagenet": lambda in_channels=3: resnet18(width=64, in_channels=in_channels, stem="imagenet"),
     "convnet-small": lambda in_channels=3: SmallConvNet(in_channels=in_channels),
 }
 

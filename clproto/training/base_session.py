@@ -8,8 +8,10 @@ and cross-entropy,
     logits_k(x) = s · cos(f(x), w_k),   L = CE(logits(x), y),
 
 then freeze the network for every later session. Optimiser and schedule follow TEEN's scripts: SGD with
-Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay over every step; random crop
-(zero padding) and horizontal flip, done on uint8 tensors. TEEN's CIFAR-100 setting is 600 epochs,
+Nesterov momentum 0.9, weight decay 5e-4, cosine learning-rate decay (``schedule``: after every step by
+default; TEEN's CIFAR-100 and miniImageNet scripts decay once per epoch, ``"cosine"``; its CUB-200 script
+multiplies the rate by ``gamma`` 0.25 after epochs 50, 100, ..., 300, ``"step"`` with ``milestones``); random
+crop (zero padding) and horizontal flip, done on uint8 tensors. TEEN's CIFAR-100 setting is 600 epochs,
 lr 0.1, batch 256, s = 16; the defaults below are far shorter so that a base session fits a 2-core CPU.
 The training itself is the shared :class:`~clproto.training.loop.TrainingLoop` (same shuffles,
 augmentation and input scaling as every trained strategy) with the cosine head's cross-entropy as its
@@ -23,12 +25,22 @@ Images are optionally resized to ``image_size`` (bilinear, antialiased) once, be
 resize is part of the trained backbone's preprocessing. Inputs are scaled to [0, 1] and standardised
 with the per-channel mean/std of the base training images: the backbone's
 :class:`~clproto.training.inputs.Normalization`, kept with its weights.
+
+Fine-tuning a pretrained network (TEEN's CUB-200 protocol: an ImageNet-pretrained backbone trained further
+on the base classes): ``architecture = "torchscript:PATH"`` starts from a TorchScript feature extractor
+(:mod:`clproto.training.pretrained`) fed ``x / 255`` (its own input scaling, no dataset statistics), and
+``network_lr`` may give the network a smaller learning rate than the new cosine head's ``lr``, and
+``train_from`` keeps the layers before a named one frozen (their parameters, not batch-norm statistics): the
+early, high-resolution layers cost most of a backward pass, so training only the top of the network is the
+cheap route on CPU.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -43,14 +55,23 @@ from clproto.nets import ARCHITECTURES, build_network
 from clproto.progress import progress_bar
 from clproto.training.inputs import Normalization, to_input
 from clproto.training.loop import DivergedError, TrainingConfig, TrainingEvent, TrainingLoop, seeded
+from clproto.training.pretrained import IDENTITY_SCALING, PREFIX, file_hash, is_pretrained, load_pretrained, resolve
+
+# A field added after base-trained backbones were first cached carries this metadata: while it holds its default
+# it is left out of every identity (cache keys, feature identities, recorded tables), so those of existing
+# definitions do not change (config_identity; clproto.features.backbone.kinds.to_table).
+OMIT_DEFAULT = {"omit_when_default": True}
+BASE_SCHEDULES = ("cosine-steps", "cosine", "step")  # learning-rate schedules of base training
 
 
 @dataclass(frozen=True)
 class BaseTrainingConfig:
-    architecture: str = "resnet20"  # clproto.nets architecture (TEEN: resnet20 on CIFAR, resnet18 on mini/CUB)
+    # clproto.nets architecture (TEEN: resnet20 on CIFAR, resnet18 on mini/CUB), or "torchscript:PATH": fine-tune
+    # that pretrained TorchScript network (PATH relative to the models root; clproto.training.pretrained)
+    architecture: str = "resnet20"
     epochs: int = 10  # passes over the base training split (TEEN CIFAR-100: 600)
     batch_size: int = 128  # samples per SGD step (TEEN: 256)
-    lr: float = 0.1  # initial learning rate, decayed to 0 by a cosine schedule (TEEN: 0.1)
+    lr: float = 0.1  # initial learning rate, then decayed by `schedule` (default: cosine to 0) (TEEN: 0.1)
     momentum: float = 0.9  # Nesterov momentum (TEEN: 0.9)
     weight_decay: float = 5e-4  # L2 weight decay (TEEN: 5e-4)
     scale: float = 16.0  # cosine-classifier temperature s (TEEN `temperature`: 16)
@@ -59,11 +80,30 @@ class BaseTrainingConfig:
     flip: bool = True  # random horizontal flip
     val_fraction: float = 0.1  # per-class share of base training images held out to pick the best epoch
     seed: int = 0  # training seed (init, validation split, batches, augmentation), not the run seed
+    # learning rate of the network when set (the cosine head keeps lr); None: lr for both. For fine-tuning a
+    # pretrained network, smaller than the new head's (TEEN's CUB script uses one lr, 0.004, for both)
+    network_lr: float | None = field(default=None, metadata=OMIT_DEFAULT)
+    # learning-rate schedule: "cosine-steps" (cosine decay after every step), "cosine" (once per epoch, as TEEN's
+    # CosineAnnealingLR) or "step" (multiplied by gamma after each of the milestones, as TEEN's MultiStepLR on CUB)
+    schedule: str = field(default="cosine-steps", metadata=OMIT_DEFAULT)
+    milestones: tuple[int, ...] = field(default=(), metadata=OMIT_DEFAULT)  # "step": epochs (TEEN CUB: 50, 100, ..., 300)
+    gamma: float = field(default=0.1, metadata=OMIT_DEFAULT)  # "step": the decay factor (TEEN CUB: 0.25)
+    # "": train every parameter; else the network's parameters before the first one whose name starts with this
+    # prefix (definition order; a TorchScript network's own names, e.g. "blocks.6") stay frozen: partial fine-tuning
+    train_from: str = field(default="", metadata=OMIT_DEFAULT)
 
     def __post_init__(self) -> None:
-        if self.architecture not in ARCHITECTURES:
+        if is_pretrained(self.architecture):
+            if not self.architecture[len(PREFIX):].strip():
+                raise ConfigError("a pretrained architecture names its TorchScript file", field="architecture",
+                                  value=self.architecture, expected=f"{PREFIX}PATH (relative to the models root)")
+        elif self.architecture not in ARCHITECTURES:
             raise ConfigError("unknown architecture", field="architecture", value=self.architecture,
-                              expected="one of " + ", ".join(ARCHITECTURES))
+                              expected="one of " + ", ".join(ARCHITECTURES) + f", or {PREFIX}PATH (a pretrained "
+                              "TorchScript network to fine-tune)")
+        if self.network_lr is not None and not self.network_lr > 0:
+            raise ConfigError("must be positive (or left out: the network then uses lr)", field="network_lr",
+                              value=self.network_lr)
         for name in ("epochs", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -80,6 +120,25 @@ class BaseTrainingConfig:
                               value=(self.momentum, self.weight_decay))
         if not 0 <= self.val_fraction < 1:
             raise ConfigError("must lie in [0, 1)", field="val_fraction", value=self.val_fraction)
+        if self.schedule not in BASE_SCHEDULES:
+            raise ConfigError("unknown schedule", field="schedule", value=self.schedule,
+                              expected=" or ".join(BASE_SCHEDULES))
+        if not isinstance(self.milestones, (list, tuple)) or any(
+                isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
+            raise ConfigError("must be a list of positive epoch numbers", field="milestones", value=self.milestones)
+        object.__setattr__(self, "milestones", tuple(self.milestones))  # hashable: tables key the feature store
+        if self.milestones and self.schedule != "step":
+            raise ConfigError('milestones apply to schedule = "step" only', field="milestones",
+                              value=list(self.milestones), expected=f'schedule = "step" (not {self.schedule!r})')
+        if not 0 < self.gamma <= 1:
+            raise ConfigError("must lie in (0, 1]", field="gamma", value=self.gamma)
+
+
+def config_identity(config: BaseTrainingConfig) -> dict:
+    """The fields that identify a training configuration (hashed by cache keys): every field, except those
+    marked OMIT_DEFAULT while they hold their default."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+            if not (f.metadata.get("omit_when_default") and getattr(config, f.name) == f.default)}
 
 
 @dataclass
@@ -87,7 +146,7 @@ class TrainedBase:
     """What base training produces: the network's weights and its input preprocessing."""
 
     config: BaseTrainingConfig
-    state_dict: dict  # weights of clproto.nets.<architecture> at the best epoch
+    state_dict: dict  # weights of the network at the best epoch (clproto.nets.<architecture>, or a PretrainedNetwork)
     in_channels: int
     mean: list  # per-channel mean of the base training images, in [0, 1]
     std: list  # per-channel std
@@ -95,10 +154,21 @@ class TrainedBase:
     history: list = field(default_factory=list)  # one dict per epoch: epoch, loss, train_acc, val_acc, lr, seconds
     best_epoch: int = -1  # 0-based epoch whose weights are kept
     best_val_accuracy: float | None = None  # None when val_fraction = 0 (the last epoch is kept)
+    init_hash: str = ""  # "torchscript:" architectures: content hash of the TorchScript file fine-tuned; "" otherwise
 
-    def network(self) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):  # the initialisation, overwritten below, leaves the caller's RNG alone
-            net = build_network(self.config.architecture, in_channels=self.in_channels)
+    def network(self, *, models_root: str | os.PathLike | None = None, where: str | None = None) -> nn.Module:
+        """The trained network in eval mode: built (a pretrained one: loaded from its TorchScript file under
+        ``models_root``, which must be the file it was trained from), then given the trained weights."""
+        if is_pretrained(self.config.architecture):
+            path = resolve(self.config.architecture, models_root=models_root, where=where)
+            if self.init_hash and file_hash(path) != self.init_hash:
+                raise ConfigError(f"{str(path)!r} is not the file these weights were fine-tuned from (its content "
+                                  "changed)", where=where, field="backbone.architecture", value=self.config.architecture)
+            net = load_pretrained(self.config.architecture, side=self.config.image_size or 32, models_root=models_root,
+                                  where=where)
+        else:
+            with torch.random.fork_rng(devices=[]):  # the initialisation, overwritten below, leaves the caller's RNG alone
+                net = build_network(self.config.architecture, in_channels=self.in_channels)
         net.load_state_dict(self.state_dict)
         return net.eval()
 
@@ -159,10 +229,11 @@ def _accuracy(net: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def loop_config(config: BaseTrainingConfig) -> TrainingConfig:
-    """The shared loop's settings for base training: SGD (Nesterov when there is momentum), cosine decay per step."""
-    return TrainingConfig(architecture=config.architecture, epochs=config.epochs, batch_size=config.batch_size,
+    """The shared loop's settings for base training: SGD (Nesterov when there is momentum), the config's schedule."""
+    return TrainingConfig(epochs=config.epochs, batch_size=config.batch_size,  # the loop builds no network: no architecture
                           optimizer="nesterov" if config.momentum > 0 else "sgd", lr=config.lr,
-                          momentum=config.momentum, weight_decay=config.weight_decay, schedule="cosine-steps",
+                          momentum=config.momentum, weight_decay=config.weight_decay, schedule=config.schedule,
+                          milestones=list(config.milestones), gamma=config.gamma,
                           crop_padding=config.crop_padding, flip=config.flip)
 
 
@@ -193,12 +264,30 @@ class _EpochRecord:
                 self.best = (score, event.epoch, copy.deepcopy(self.net.state_dict()))
 
 
+def _trained_parameters(net: nn.Module, train_from: str, *, where: str | None) -> list[nn.Parameter]:
+    """The parameters to train: all, or those from the first named ``train_from...`` on (the rest frozen in place)."""
+    named = list(net.named_parameters())
+    if not train_from:
+        return [p for _, p in named]
+    first = next((i for i, (name, _) in enumerate(named) if name == train_from or name.startswith(train_from + ".")),
+                 None)
+    if first is None:
+        tops = list(dict.fromkeys(".".join(name.split(".")[:2]) for name, _ in named))
+        raise ConfigError("no parameter of the network has this name prefix", where=where, field="backbone.train_from",
+                          value=train_from, expected="one of " + ", ".join(tops[:40]) + (" ..." if len(tops) > 40 else ""))
+    for _, p in named[:first]:
+        p.requires_grad_(False)  # no gradient computed below the first trained layer: the cheap part of the pass
+    return [p for _, p in named[first:]]
+
+
 def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTrainingConfig = BaseTrainingConfig(),
-                       context: RunContext = RunContext(), where: str | None = None) -> TrainedBase:
+                       context: RunContext = RunContext(), models_root: str | os.PathLike | None = None,
+                       where: str | None = None) -> TrainedBase:
     """Train ``config.architecture`` with a cosine classifier on base-session images ``(N, H, W, C)`` uint8.
 
     ``labels`` are dataset labels (any integers); the global torch RNG is left untouched. ``context``
     gives the progress bars and listeners of the training loop (``config.seed`` seeds it, not the run seed).
+    A ``torchscript:PATH`` architecture is fine-tuned from that file under ``models_root``.
     """
     if images.ndim != 4 or images.dtype != np.uint8:
         raise ConfigError("base training needs uint8 images (N, H, W, C)", where=where, field="backbone",
@@ -213,13 +302,27 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
     rng = np.random.default_rng([cfg.seed, 1])
     tr, va = validation_split(labels, cfg.val_fraction, rng)
     x_tr, y_tr, x_va, y_va = x_all[tr], y_all[tr], x_all[va], y_all[va]
-    pixels = x_tr.reshape(-1, x_tr.shape[-1]).double() / 255.0  # (N*S*S, C)
-    mean, std = pixels.mean(0).float(), pixels.std(0).float().clamp_min(1e-3)  # (C,), (C,)
-    del pixels
+    channels = int(x_all.shape[-1])
+    pretrained = is_pretrained(cfg.architecture)
+    if pretrained:  # the model scales [0, 1] input itself: x / 255, no dataset statistics
+        mean, std = torch.full((channels,), IDENTITY_SCALING[0]), torch.full((channels,), IDENTITY_SCALING[1])
+    else:
+        pixels = x_tr.reshape(-1, channels).double() / 255.0  # (N*S*S, C)
+        mean, std = pixels.mean(0).float(), pixels.std(0).float().clamp_min(1e-3)  # (C,), (C,)
+        del pixels
     normalization = Normalization(mean=tuple(mean.tolist()), std=tuple(std.tolist()))  # float32 values, exactly
 
+    init_hash = ""
+    if pretrained:
+        if channels not in (1, 3):
+            raise ConfigError(f"a pretrained RGB network cannot take {channels}-channel images", where=where,
+                              field="backbone.architecture", value=cfg.architecture, expected="RGB or greyscale images")
+        init_hash = file_hash(resolve(cfg.architecture, models_root=models_root, where=where))
+        net = load_pretrained(cfg.architecture, side=int(x_all.shape[1]), models_root=models_root, where=where)
     with seeded(cfg.seed):
-        net = build_network(cfg.architecture, in_channels=x_all.shape[-1], where=where).to(memory_format=torch.channels_last)
+        if not pretrained:
+            net = build_network(cfg.architecture, in_channels=channels, where=where)
+        net = net.to(memory_format=torch.channels_last)
         head = CosineClassifier(in_features=net.feature_dim, num_classes=len(classes), scale=cfg.scale)
     loop = TrainingLoop(config=loop_config(cfg), seed=cfg.seed, context=context, normalization=normalization,
                         merge_lone_batch=False)
@@ -230,9 +333,14 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
         logits = head(net(views[0]))  # (B, K)
         return F.cross_entropy(logits, yb), logits.detach()
 
+    trained_params = _trained_parameters(net.module if pretrained else net, cfg.train_from, where=where)
+    if cfg.network_lr is None:  # one group: the network and its head share lr
+        groups = [{"params": trained_params + list(head.parameters())}]
+    else:  # the network at its own (usually smaller) rate; history's lr is the network's (the first group)
+        groups = [{"params": trained_params, "lr": cfg.network_lr}, {"params": list(head.parameters())}]
     try:
-        loop.run(modules=[net, head], groups=[{"params": list(net.parameters()) + list(head.parameters())}],
-                 x=x_tr, y=y_tr, loss_fn=loss_fn, desc=f"base training {cfg.architecture}")
+        loop.run(modules=[net, head], groups=groups, x=x_tr, y=y_tr, loss_fn=loss_fn,
+                 desc=f"base training {cfg.architecture}")
     except DivergedError as exc:
         what = exc.message.split(";")[0]  # "training diverged: the loss is nan at experience 0, epoch e, step s"
         raise DivergedError(f"base {what}; nothing was cached", where=where, field="backbone", value=f"lr={cfg.lr}",
@@ -240,16 +348,16 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
 
     best_val, best_epoch, best_state = record.best
     state = {k: v.contiguous() for k, v in best_state.items()}
-    return TrainedBase(config=cfg, state_dict=state, in_channels=int(x_all.shape[-1]), mean=mean.tolist(),
+    return TrainedBase(config=cfg, state_dict=state, in_channels=channels, mean=mean.tolist(),
                        std=std.tolist(), classes=classes, history=record.history, best_epoch=best_epoch,
-                       best_val_accuracy=best_val if len(x_va) else None)
+                       best_val_accuracy=best_val if len(x_va) else None, init_hash=init_hash)
 
 
 @torch.no_grad()
 def encode(trained: TrainedBase, images: np.ndarray, *, net: nn.Module | None = None, batch: int = 512,
-           progress: bool = True, desc: str = "") -> np.ndarray:
+           progress: bool = True, desc: str = "", models_root: str | os.PathLike | None = None) -> np.ndarray:
     """Features of the trained network under the test transform: (N, H, W, C) uint8 -> (N, D) float32."""
-    net = net if net is not None else trained.network()
+    net = net if net is not None else trained.network(models_root=models_root)
     net = net.eval().to(memory_format=torch.channels_last)
     normalization = trained.normalization
     out = []

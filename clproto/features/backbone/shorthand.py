@@ -78,8 +78,19 @@ def _options(query: str, text: str, *, where: str | None, field: str) -> dict[st
     return out
 
 
+def _split_options(text: str) -> list[str]:
+    """``a,b=[1, 2],c`` -> ``["a", "b=[1, 2]", "c"]``: commas inside brackets belong to a list value."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [p.strip() for p in [*parts, text[start:]]]
+
+
 def _base_trained(text: str, *, where: str | None, field: str) -> dict:
-    architecture, *pairs = [p.strip() for p in text[len(BASE_TRAINED):].split(",")]
+    architecture, *pairs = _split_options(text[len(BASE_TRAINED):])
     table: dict[str, Any] = {"kind": "base-trained", "architecture": architecture}
     for pair in pairs:
         key, eq, raw = (p.strip() for p in pair.partition("="))
@@ -124,4 +135,6 @@ def _toml(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_toml(v) for v in value) + "]"
     return json.dumps(value)

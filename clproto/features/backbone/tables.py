@@ -177,5 +177,10 @@ def from_table(table: Mapping[str, Any], *, where: str | None = None, field: str
 
 
 def to_table(spec: Any) -> dict:
-    """A typed backbone table as a plain dict: ``kind`` first, then every field (defaults included)."""
-    return {"kind": kind_name(spec), **{name: getattr(spec, name) for name in _field_names(type(spec))}}
+    """A typed backbone table as a plain dict: ``kind`` first, then every field (defaults included; tuples as
+    lists, as a recorded configuration holds them), except a
+    field added later (metadata ``omit_when_default``) while it holds its default: recorded run identities hold."""
+    omit = {f.name for f in dataclasses.fields(spec)
+            if f.metadata.get("omit_when_default") and getattr(spec, f.name) == f.default}
+    values = {name: getattr(spec, name) for name in _field_names(type(spec)) if name not in omit}
+    return {"kind": kind_name(spec), **{k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}}

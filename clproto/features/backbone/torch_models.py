@@ -212,9 +212,10 @@ def _timm(spec: ModelInput, checkpoint: str | None, stamp, label: str, where: st
     except ImportError:
         raise ConfigError("timm backbones need the timm package", where=where, field="backbone", value=label,
                           expected="pip install timm (or another backbone kind)") from None
-    if name not in timm.list_models():
+    if not timm.is_model(name):  # a name of timm.list_models(), with or without a pretrained tag (".augreg_in21k")
         raise ConfigError("unknown timm model", where=where, field="backbone.architecture", value=label,
-                          expected="a name from timm.list_models()")
+                          expected="a name from timm.list_models(), optionally with a pretrained tag "
+                                   "(e.g. vit_base_patch16_224.augreg_in21k)")
     try:
         if checkpoint is not None:
             model = timm.create_model(name, pretrained=False, num_classes=0)
