@@ -1,14 +1,17 @@
-"""Fine-tuning the pretrained MobileNetV1 on a few-shot base session: time per epoch and extraction, per input side.
+"""Fine-tuning the pretrained MobileNetV1 on a few-shot base session: time per epoch and extraction, per setting.
 
-Times base-session training (clproto.training.base_session, the base-trained backbone with
-``architecture = "torchscript:..."``) on a per-class subset of the real base session of
-``scenarios/fscil-tinyimagenet100-fixed-order.toml`` and extrapolates to the full session (60 classes x 500
-images, 10 % held out for validation) and to extracting the whole dataset (55 000 images) with the
-fine-tuned network. With ``--pilot`` it also prints the validation accuracy reached by each learning-rate
-setting after one epoch on the subset (to choose a budget; the subset is far smaller than the real session).
+Times base-session training (the ``base-trained`` backbone with ``architecture = "torchscript:..."``,
+clproto.training.base_session) on a per-class subset of the real base session of
+``scenarios/fscil-tinyimagenet100-fixed-order.toml``, and extrapolates to one epoch of the full session
+(60 classes x 450 training images; 50 per class held out for validation) and to extracting the whole dataset
+(55 000 images) with the fine-tuned network. It also prints the validation accuracy each setting reaches on
+the subset (far smaller than the real session: a sanity check of the learning rates, not a result).
+
+Each setting is a comma-separated list of base-trained fields (shorthand syntax), e.g.
 
     CLPROTO_DATA=../shared/data CLPROTO_MODELS=../shared/models CLPROTO_CACHE=... \\
-        nice .venv/bin/python benchmarks/mobilenet_finetune.py [--per-class 20] [--sizes 64 96 128] [--threads 2]
+        nice .venv/bin/python benchmarks/mobilenet_finetune.py --per-class 20 --epochs 1 \\
+        "image_size=64,lr=0.1,network_lr=0.001" "image_size=64,lr=0.1,network_lr=0.001,train_from=\\"blocks.6\\""
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from clproto.config import load_scenario  # noqa: E402
 from clproto.context import RunContext  # noqa: E402
+from clproto.features.backbone import parse_backbone  # noqa: E402
 from clproto.runner import Runner  # noqa: E402
-from clproto.training.base_session import BaseTrainingConfig, encode, train_base_session  # noqa: E402
+from clproto.training.base_session import encode, train_base_session  # noqa: E402
 
 MODEL = "torchscript:mobilenet_v1_0.5_160_imagenet.pt"
 FULL_TRAIN = 60 * 450  # base-session images trained on per epoch (500 per class, 10 % held out)
@@ -42,48 +46,36 @@ def subset(labels: np.ndarray, per_class: int) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("settings", nargs="+", help='base-trained fields, e.g. "image_size=64,lr=0.1,network_lr=0.001"')
     ap.add_argument("--per-class", type=int, default=20, help="base-session images per class to time on")
-    ap.add_argument("--sizes", type=int, nargs="+", default=[64, 96, 128], help="input sides to time")
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--pilot", nargs="*", default=[], metavar="LR[/NETWORK_LR]",
-                    help="learning-rate settings to compare by validation accuracy after one epoch (e.g. 0.004 0.05/0.005)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     runner = Runner(progress=False)
     sc = runner.scenario(load_scenario(ROOT / "scenarios" / "fscil-tinyimagenet100-fixed-order.toml"), seed=0)
     base = sc[0].train_indices
-    x_all, y_all = sc.dataset.train_x[base], sc.dataset.train_y[base]
-    pick = subset(y_all, args.per_class)
-    x, y = x_all[pick], y_all[pick]
-    quiet = RunContext(progress=False)
+    pick = subset(sc.dataset.train_y[base], args.per_class)
+    x, y = sc.dataset.train_x[base][pick], sc.dataset.train_y[base][pick]
     rows = []
-    settings = [(0.05, None)] + [(float(p.split("/")[0]), float(p.split("/")[1]) if "/" in p else None)
-                                 for p in args.pilot]
-    for size in args.sizes:
-        for lr, network_lr in settings if size == args.sizes[0] else settings[:1]:
-            cfg = BaseTrainingConfig(architecture=MODEL, epochs=1, batch_size=args.batch_size, lr=lr,
-                                     network_lr=network_lr, image_size=size, val_fraction=0.2 if args.pilot else 0.1)
-            t0 = time.perf_counter()
-            tb = train_base_session(x, y, config=cfg, context=quiet)
-            total = time.perf_counter() - t0
-            epoch_s = tb.history[0]["seconds"]
-            n_train = round(len(x) * (1 - cfg.val_fraction))
-            t1 = time.perf_counter()
-            encode(tb, x[:512], progress=False)
-            extract_ips = 512 / (time.perf_counter() - t1)
-            row = {"size": size, "lr": lr, "network_lr": network_lr, "train_images": n_train,
-                   "train_images_per_s": n_train / epoch_s, "full_epoch_min": FULL_TRAIN / (n_train / epoch_s) / 60,
-                   "extract_images_per_s": extract_ips, "full_extract_min": FULL_DATASET / extract_ips / 60,
-                   "val_acc": tb.best_val_accuracy, "call_s": total}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    print(f"\n{'side':>4} {'lr':>6} {'net lr':>7} {'train img/s':>11} {'full epoch':>10} {'extract img/s':>13} "
-          f"{'full extract':>12} {'val acc':>7}")
+    for setting in args.settings:
+        cfg = parse_backbone(f"base-trained:{MODEL},epochs={args.epochs},val_fraction=0.2,{setting}")
+        tb = train_base_session(x, y, config=cfg, context=RunContext(progress=False))
+        n_train = len(x) - round(0.2 * args.per_class) * len(np.unique(y))
+        per_s = n_train / float(np.median([h["seconds"] for h in tb.history]))  # training + validation pass
+        t0 = time.perf_counter()
+        encode(tb, x[:512], progress=False)
+        extract_per_s = 512 / (time.perf_counter() - t0)
+        row = {"setting": setting, "train_images": n_train, "train_images_per_s": per_s,
+               "full_epoch_min": FULL_TRAIN / per_s / 60, "extract_images_per_s": extract_per_s,
+               "full_extract_min": FULL_DATASET / extract_per_s / 60,
+               "val_acc": [h["val_acc"] for h in tb.history], "loss": [h["loss"] for h in tb.history]}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{'train img/s':>11} {'full epoch':>10} {'extract img/s':>13} {'full extract':>12}  val acc per epoch  setting")
     for r in rows:
-        print(f"{r['size']:>4} {r['lr']:>6} {str(r['network_lr']):>7} {r['train_images_per_s']:>11.1f} "
-              f"{r['full_epoch_min']:>8.1f} m {r['extract_images_per_s']:>13.1f} {r['full_extract_min']:>10.1f} m "
-              f"{r['val_acc'] if r['val_acc'] is None else round(r['val_acc'], 3)!s:>7}")
+        print(f"{r['train_images_per_s']:>11.1f} {r['full_epoch_min']:>8.1f} m {r['extract_images_per_s']:>13.1f} "
+              f"{r['full_extract_min']:>10.1f} m  {' '.join(f'{a:.3f}' for a in r['val_acc']):<17}  {r['setting']}")
 
 
 if __name__ == "__main__":

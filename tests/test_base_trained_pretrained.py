@@ -234,3 +234,22 @@ def test_clproto_run_fine_tunes_from_the_models_root(tmp_path, models):
     assert result["config"]["strategy"]["backbone"]["architecture"] == "torchscript:net.pt"
     assert not {"network_lr", "train_from"} & set(result["config"]["strategy"]["backbone"])  # at their defaults
     assert any("base-trained backbone trained in" in n for n in result["notes"])
+
+
+# --------------------------------------------------------------------------- the committed definitions
+def test_the_fine_tuned_mobilenet_definitions_share_one_backbone_and_the_sweep_pairs_them():
+    from clproto.sweep import expand_grid, load_sweep
+
+    teen = load_strategy(ROOT / "strategies" / "teen-mobilenet-ft.toml", REGISTRY)
+    proto = load_strategy(ROOT / "strategies" / "protonet-mobilenet-ft.toml", REGISTRY)
+    assert teen.backbone == proto.backbone  # one trained network, one feature cache entry, for both
+    assert teen.backbone.architecture == "torchscript:mobilenet_v1_0.5_160_imagenet.pt"
+    assert (teen.params.alpha, teen.params.tau) == ("auto", "auto") and proto.params.alpha == 0.0
+    path = ROOT / "sweeps" / "fscil-mobilenet-ft.toml"
+    sweep, grids = load_sweep(path)
+    specs = expand_grid(sweep, grids, registry=REGISTRY, base_dir=path.parent, where=str(path))
+    names = {s.strategy for s in specs}
+    assert names == {"teen-mobilenet-ft", "protonet-mobilenet-ft", "teen-mobilenet-frozen", "protonet-mobilenet-frozen"}
+    assert len(specs) == 20 and {s.seed for s in specs} == {0, 1, 2, 3, 4}
+    frozen = [s for s in specs if s.strategy.endswith("-frozen")]
+    assert {s.config["strategy"]["backbone"] for s in frozen} == {"torchscript:mobilenet_v1_0.5_160_imagenet.pt"}

@@ -11,6 +11,8 @@ shorthand                                  table
 ``base-trained:ARCH[,key=value,...]``      ``{kind = "base-trained", architecture = ARCH, key = value, ...}`` (values read as TOML)
 =========================================  ======================================================================
 
+A base-trained ``ARCH`` is a :mod:`clproto.nets` network or ``torchscript:PATH``, a pretrained network to
+fine-tune (``base-trained:torchscript:mobilenet_v1_0.5_160_imagenet.pt,epochs=1``; a PATH with a comma needs the table).
 The model kinds take options after ``?`` (``&``-separated): ``size=S|native``, ``norm=none|imagenet``,
 ``batch=B``, the table fields of the same names. Malformed strings are ConfigErrors; the tables they
 give are then checked like any table (:func:`clproto.features.backbone.tables.from_table`).
