@@ -248,8 +248,8 @@ def test_the_fine_tuned_mobilenet_definitions_share_one_backbone_and_the_sweep_p
     path = ROOT / "sweeps" / "fscil-mobilenet-ft.toml"
     sweep, grids = load_sweep(path)
     specs = expand_grid(sweep, grids, registry=REGISTRY, base_dir=path.parent, where=str(path))
-    names = {s.strategy for s in specs}
+    names = {s.strategy.name for s in specs}
     assert names == {"teen-mobilenet-ft", "protonet-mobilenet-ft", "teen-mobilenet-frozen", "protonet-mobilenet-frozen"}
     assert len(specs) == 20 and {s.seed for s in specs} == {0, 1, 2, 3, 4}
-    frozen = [s for s in specs if s.strategy.endswith("-frozen")]
+    frozen = [s for s in specs if s.strategy.name.endswith("-frozen")]
     assert {s.config["strategy"]["backbone"] for s in frozen} == {"torchscript:mobilenet_v1_0.5_160_imagenet.pt"}

@@ -27,7 +27,7 @@ FINETUNE = strategy_from_dict({"name": "finetune-1ep", "implementation": "finetu
 
 
 # --------------------------------------------------------------------------- the context itself
-@pytest.mark.parametrize("field,value", [("device", "cuda"), ("precision", "bf16"), ("threads", 0), ("seed", 1.5),
+@pytest.mark.parametrize("field,value", [("device", "gpu"), ("device", "cuda:x"), ("precision", "fp8"), ("threads", 0), ("seed", 1.5), ("deterministic", 1),
                                          ("listeners", [print]), ("listeners", ("not callable",))])
 def test_bad_context_is_config_error(field, value):
     with pytest.raises(ConfigError, match=field):
