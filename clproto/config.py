@@ -34,6 +34,31 @@ from clproto.strategies.base import Registry
 
 @dataclass(frozen=True)
 class StrategyConfig:
+    """A strategy definition: the ``[strategy]`` table of a TOML file, typed.
+
+    It names a registered implementation and the values to build it with; it holds no model.
+    ``name`` labels the results (folders, table rows) and must be unique within a comparison;
+    ``implementation`` is a name of the registry (``clproto list``; it defaults to ``name`` in a
+    file); ``backbone`` is the feature extractor of a ``input_kind = "features"`` strategy, a table
+    (``[strategy.backbone]``) or its shorthand string (``"pixels"``, ``"resnet18-imagenet"``...);
+    ``params`` (``[strategy.params]``) are the hyperparameters, checked against the
+    implementation's own ``Config`` dataclass when the definition is read. Each field's comment
+    below says its meaning and default. :func:`clproto.load_strategy` reads a file into a resolved
+    strategy whose ``config`` is this dataclass and whose ``params`` is the typed ``Config``; a
+    :class:`~clproto.errors.ConfigError` names the file and field of bad input.
+
+    Example — the definition of strategies/nmc-pixels.toml, and what reading that file gives::
+
+        from clproto import StrategyConfig
+
+        config = StrategyConfig(name="nmc-pixels", implementation="nmc", backbone="pixels",
+                                params={"metric": "euclidean", "normalize": True},
+                                description="nearest class mean, Euclidean on L2-normalised pixels")
+        strategy = clproto.load_strategy("strategies/nmc-pixels.toml")
+        print(strategy.config == config)  # True
+        print(strategy.params)  # NMCConfig(metric='euclidean', normalize=True)
+    """
+
     name: str  # display name, unique within a comparison (e.g. "nmc-cosine")
     implementation: str  # registered implementation (see `clproto list`)
     backbone: str | dict = "pixels"  # feature extractor for input_kind="features" strategies: a table or its shorthand

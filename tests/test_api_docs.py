@@ -14,8 +14,6 @@ import pytest
 import clproto
 from conftest import ROOT
 
-# names whose docstring lives in a file another helper owns in this round (tell the integrator)
-PENDING = {"StrategyConfig": "clproto/config.py: the dataclass has no docstring of its own yet"}
 # the four the issue names: what it is, its arguments and an example
 MAIN = ("Strategy", "Runner", "Evaluator", "RunResult")
 
@@ -58,19 +56,13 @@ def test_all_lists_only_existing_names():
     assert all(hasattr(clproto, name) for name in clproto.__all__)
 
 
-@pytest.mark.parametrize("name", [n for n in clproto.__all__ if n not in PENDING])
+@pytest.mark.parametrize("name", clproto.__all__)
 def test_public_name_has_its_own_docstring_shown_by_help(name):
     obj = getattr(clproto, name)
     doc = own_doc(obj)
     assert len(doc) > 20, f"clproto.{name} has no docstring of its own"
     shown = pydoc.render_doc(obj, renderer=pydoc.plaintext)  # what help(clproto.<name>) prints
     assert doc.splitlines()[0] in shown
-
-
-@pytest.mark.parametrize("name", sorted(PENDING))
-@pytest.mark.xfail(strict=True, reason="docstring pending in a file another helper owns; remove from PENDING")
-def test_pending_docstrings(name):
-    assert len(own_doc(getattr(clproto, name))) > 20
 
 
 @pytest.mark.parametrize("name", MAIN)
@@ -98,7 +90,7 @@ def test_docstring_examples_run_as_written(tmp_path, monkeypatch, capsys):
     for folder in ("scenarios", "strategies"):
         os.symlink(ROOT / folder, tmp_path / folder)
     monkeypatch.chdir(tmp_path)
-    blocks = {name: examples(own_doc(getattr(clproto, name))) for name in clproto.__all__ if name not in PENDING}
+    blocks = {name: examples(own_doc(getattr(clproto, name))) for name in clproto.__all__}
     assert all(blocks[name] for name in MAIN)
     scenario_cfg = clproto.load_scenario("scenarios/split-digits.toml")
     clproto.Runner(progress=False).run(scenario_cfg, clproto.load_strategy("strategies/nmc-pixels.toml"), seed=0,
@@ -119,3 +111,4 @@ def test_docstring_examples_run_as_written(tmp_path, monkeypatch, capsys):
     assert "nearest-mean" in results["Strategy"]["registry"]
     assert str(results["ConfigError"]["err"]).startswith("scenarios/mine.toml, field 'increment': must be positive")
     assert results["load_strategy"]["strategy"].name == "nmc@metric=cosine"
+    assert results["StrategyConfig"]["strategy"].config == results["StrategyConfig"]["config"]
