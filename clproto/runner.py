@@ -27,19 +27,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 import shutil
-import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 
-from clproto.config import ResolvedStrategy, run_hash, to_plain
+from clproto.config import ResolvedStrategy, run_hash
 from clproto.context import RunContext
 from clproto.data.dataset import Dataset
 from clproto.data.sources import load_dataset
@@ -51,78 +47,18 @@ from clproto.features.extraction import Extraction
 from clproto.features.store import FeatureStore
 from clproto.kept_models import KEEP_MODEL, model_files, save_model
 from clproto.loggers import LOG_FILE, TENSORBOARD_DIR, LoggerSettings, RunLog
-from clproto.run_folder import CHECKPOINT, write_config, write_finished
+from clproto.run_folder import CHECKPOINT, run_dir, write_config, write_finished
+from clproto.run_folder import load_checkpoint as _load_checkpoint, save_checkpoint as _save_checkpoint
+from clproto.run_identity import built_scenario_identity, resolved_config, versions
+from clproto.run_setup import build_model, check_kind
 from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario, build_scenario
-from clproto.storage import write_torch_atomic
 from clproto.strategies import REGISTRY, Registry
-from clproto.strategies.base import ScenarioDescription, accepts_context
+from clproto.strategies.base import ScenarioDescription
 
-
-def versions() -> dict:
-    from clproto._version import __version__
-
-    out = {"python": platform.python_version(), "clproto": __version__, "torch": torch.__version__,
-           "numpy": np.__version__, "platform": platform.platform(),
-           # trained strategies' float reductions depend on it: identical numbers need the same count
-           "torch_threads": torch.get_num_threads()}
-    return out
-
-
-def run_dir(out: str | os.PathLike, scenario: str, strategy: str, seed: int) -> Path:
-    """``<out>/<scenario>/<strategy>/seed<k>``; names are checked, and the folder must lie under ``out``."""
-    folder = Path(out) / scenario / strategy / f"seed{seed}"
-    root = Path(out).resolve()
-    if root not in folder.resolve().parents or any(n in ("", ".", "..") or "/" in n or "\\" in n
-                                                   for n in (scenario, strategy)):
-        raise ConfigError("a run folder would lie outside the output folder", where=str(out),
-                          value=f"{scenario}/{strategy}", expected="scenario and strategy names without path parts")
-    return folder
-
-
-def build_model(entry, strategy: ResolvedStrategy, *, num_classes: int, seed: int, context: Optional[RunContext] = None):
-    """Instantiate a strategy (given ``context`` if its constructor takes one); its own checks of parameters
-    (ValueError/TypeError) name the definition file."""
-    extra = {"context": context} if context is not None and accepts_context(entry.cls) else {}
-    try:
-        return entry.cls(config=strategy.params, num_classes=num_classes, seed=seed, **extra)
-    except ConfigError as exc:
-        raise exc.located(strategy.where) from None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"strategy {strategy.name!r} rejected its parameters: {exc}", where=strategy.where,
-                          field="params") from None
-
-
-def check_kind(entry, strategy: ResolvedStrategy, kind: str, registry: Registry, *, where: str) -> None:
-    """A strategy class may declare ``scenario_kinds`` (default: every kind); another kind is a ConfigError."""
-    kinds = tuple(getattr(entry.cls, "scenario_kinds", (kind,)))
-    if kind in kinds:
-        return
-    fits = [n for n in registry.names() if kind in getattr(registry.get(n).cls, "scenario_kinds", (kind,))]
-    raise ConfigError(
-        f"strategy {strategy.name!r} ({entry.name}) supports {' and '.join(kinds)} scenarios only, not {kind}"
-        + (": it needs a base session (base_classes, ways, shots)" if kinds == ("few-shot",) else ""),
-        where=where, field="kind", value=kind,
-        expected=f"a {' or '.join(kinds)} scenario for {entry.name}, or for this scenario one of: {', '.join(fits)}")
-
-
-def resolved_config(scenario: ScenarioConfig | dict, strategy: ResolvedStrategy, seed: int) -> dict:
-    """The identity of a run: everything that can change its numbers (not paths or thread counts)."""
-    return {"scenario": to_plain(scenario), "strategy": strategy.to_dict(), "seed": seed}
-
-
-def built_scenario_identity(scenario: Scenario) -> dict:
-    """What identifies a scenario built in Python (e.g. by ``clproto.avalanche.from_avalanche``), which has no
-    definition: its name and kind, the dataset's content hash, the class order, and each experience's classes
-    and train/test indices (hashed), so the same stream always gets the same run identity."""
-    def digest(indices) -> str:
-        return hashlib.sha256(np.asarray(indices, dtype=np.int64).tobytes()).hexdigest()[:16]
-
-    return {"name": scenario.name, "kind": scenario.kind, "built": "in Python", "dataset": scenario.dataset.identity,
-            "class_order": [int(c) for c in scenario.class_order],
-            "experiences": [{"classes": [int(c) for c in e.classes], "train": digest(e.train_indices),
-                             "test": digest(e.test_indices)} for e in scenario]}
-
+# run_dir, build_model, check_kind, resolved_config, built_scenario_identity and versions were defined here
+# before the runner was split (issue 11): they stay importable from clproto.runner
+__all__ = ["Runner", "build_model", "built_scenario_identity", "check_kind", "resolved_config", "run_dir", "versions"]
 
 @dataclass
 class Runner:
@@ -377,21 +313,3 @@ class Runner:
         if folder is not None and record:
             write_finished(folder, result, log_csv=log.csv_text())  # log.csv, results.json; the checkpoint goes
         return result
-
-
-def _load_checkpoint(path: Path, notes: list[str]) -> Optional[dict]:
-    """A run checkpoint loaded weights-only (no code runs); an unreadable one is deleted and the run restarts."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or not {"config_hash", "strategy", "steps", "timings", "torch_rng"} <= set(state):
-            raise ValueError("not a clproto checkpoint")
-        return state
-    except Exception as exc:  # truncated, foreign, or a pickle that would run code: never trusted
-        path.unlink(missing_ok=True)
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
-        notes.append(f"discarded an unreadable checkpoint ({type(exc).__name__}: {reason}); the run restarted")
-        return None
-
-
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    write_torch_atomic(path, state)  # temp file removed on any failure

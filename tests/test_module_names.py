@@ -1,8 +1,9 @@
 """Modules split into packages or several files keep every name importable where it was (issue 11, item 5).
 
 The lists are the names each module defined before its split (``clproto/avalanche.py`` at 094bc83, 596
-lines; ``clproto/strategies/avalanche_strategy.py``, 434; ``clproto/reports/figures.py``, 390), without
-the leading-underscore helpers and the names the modules had themselves imported from elsewhere.
+lines; ``clproto/strategies/avalanche_strategy.py``, 434; ``clproto/reports/figures.py``, 390; at 2700204,
+``clproto/runner.py``, 397; ``clproto/scenarios/scenario.py``, 377; ``clproto/training/base_session.py``, 370),
+without the leading-underscore helpers and the names the modules had themselves imported from elsewhere.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ BEFORE_SPLIT = {
     "clproto.reports.figures": (
         "DPI", "FORMATS", "PALETTE", "MARKERS", "LINESTYLES", "DODGE", "UNCERTAINTY", "Style", "Figure",
         "strategy_styles", "write_figures",
+    ),
+    "clproto.runner": (
+        "versions", "run_dir", "build_model", "check_kind", "resolved_config", "built_scenario_identity", "Runner",
+    ),
+    "clproto.scenarios.scenario": ("Experience", "Scenario", "build_scenario"),
+    "clproto.training.base_session": (
+        "OMIT_DEFAULT", "BASE_SCHEDULES", "BaseTrainingConfig", "config_identity", "TrainedBase", "CosineClassifier",
+        "resize_images", "validation_split", "loop_config", "train_base_session", "encode",
     ),
 }
 PAIRS = [(module, name) for module, names in BEFORE_SPLIT.items() for name in names]
