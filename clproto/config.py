@@ -17,15 +17,16 @@ shorthand backbone is first parsed into its table).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
 import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
 from clproto.errors import ConfigError
+# the names and hashes of definitions (clproto/identity.py) were defined here: they stay importable from here
+from clproto.identity import (NAME_CHARS, check_name, config_diff, config_hash, label_value,  # noqa: F401
+                              run_hash, to_plain, without_descriptions)
 from clproto.typed import from_mapping  # noqa: F401 (from_mapping stays importable from here)
 from clproto.features.backbone import as_backbone, backbone_table, kind_named, kind_of, shorthand, to_table
 from clproto.scenarios.config import ScenarioConfig
@@ -119,67 +120,6 @@ def _apply(data: dict, ov: Override) -> dict:
             raise ConfigError("override goes below a non-table value", where="--set", value=ov.text)
     node[ov.path[-1]] = ov.value
     return data
-
-
-# --------------------------------------------------------------------------- typed conversion
-NAME_CHARS = "letters, digits and . _ - @ = ,"
-_NAME_RE = re.compile(r"[A-Za-z0-9_@=,.-]+")
-_LABEL_BAD = re.compile(r"[^A-Za-z0-9_@=,.-]")
-
-
-def check_name(name: Any, *, where: str, field: str = "name") -> str:
-    """A scenario or strategy name: it becomes a folder name, so no path separators and no leading dot."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.startswith(".") or len(name) > 200:
-        raise ConfigError("not a valid name (it becomes a folder name under --out)", where=where, field=field,
-                          value=name, expected=f"1-200 {NAME_CHARS}, not starting with a dot")
-    return name
-
-
-def label_value(value: Any) -> str:
-    """An override value as it appears in a name (``teen@alpha=0.25``): other characters become ``_``."""
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return _LABEL_BAD.sub("_", text)
-
-
-def config_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """The dotted fields where two plain configurations differ, as ``field: a vs b`` lines."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b), key=str):
-            out += config_diff(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [f"{prefix.rstrip('.')}: {json.dumps(a)} vs {json.dumps(b)}"]
-
-
-def to_plain(obj: Any) -> Any:
-    """Dataclasses -> dicts, tuples -> lists, for JSON."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    return obj
-
-
-def config_hash(obj: Any) -> str:
-    text = json.dumps(to_plain(obj), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def without_descriptions(config: dict) -> dict:
-    """A resolved run configuration minus free text (``description`` of the scenario and strategy)."""
-    return {k: ({kk: vv for kk, vv in v.items() if kk != "description"} if isinstance(v, dict) else v)
-            for k, v in config.items()}
-
-
-def run_hash(config: dict) -> str:
-    """The identity of a run: the hash of its resolved configuration without free text.
-
-    Computed from the configuration itself (never trusted from a file), so a run recorded by an
-    older clproto is recognised by what it ran; editing a definition's ``description`` changes no identity.
-    """
-    return config_hash(without_descriptions(to_plain(config)))
 
 
 # --------------------------------------------------------------------------- scenario / strategy

@@ -2,7 +2,8 @@
 
 The lists are the names each module defined before its split (``clproto/avalanche.py`` at 094bc83, 596
 lines; ``clproto/strategies/avalanche_strategy.py``, 434; ``clproto/reports/figures.py``, 390; at 2700204,
-``clproto/runner.py``, 397; ``clproto/scenarios/scenario.py``, 377; ``clproto/training/base_session.py``, 370),
+``clproto/runner.py``, 397; ``clproto/scenarios/scenario.py``, 377; ``clproto/training/base_session.py``, 370;
+``clproto/config.py``, 365 once StrategyConfig had its docstring),
 without the leading-underscore helpers and the names the modules had themselves imported from elsewhere.
 """
 
@@ -29,6 +30,10 @@ BEFORE_SPLIT = {
         "versions", "run_dir", "build_model", "check_kind", "resolved_config", "built_scenario_identity", "Runner",
     ),
     "clproto.scenarios.scenario": ("Experience", "Scenario", "build_scenario"),
+    "clproto.config": (  # the names that moved to clproto/identity.py
+        "NAME_CHARS", "check_name", "label_value", "config_diff", "to_plain", "config_hash", "without_descriptions",
+        "run_hash",
+    ),
     "clproto.training.base_session": (
         "OMIT_DEFAULT", "BASE_SCHEDULES", "BaseTrainingConfig", "config_identity", "TrainedBase", "CosineClassifier",
         "resize_images", "validation_split", "loop_config", "train_base_session", "encode",
