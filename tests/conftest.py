@@ -1,4 +1,8 @@
-"""Shared fixtures: one tiny seeded synthetic dataset for every fast test; paths to the shared real data."""
+"""Shared fixtures: one tiny seeded synthetic dataset for every fast test; paths to the shared real data.
+
+Here, above ``tests/unit`` (pure, fast) and ``tests/integration`` (runs, CLI, files), so both halves share it;
+``from conftest import ...`` and the helper modules beside it import by name (pyproject's ``pythonpath``).
+"""
 
 from __future__ import annotations
 

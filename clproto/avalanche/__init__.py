@@ -48,7 +48,7 @@ that only swap the dataloader (``ReplayPlugin``) do not.
 ``test_stream[: t + 1]`` after training on experience ``t``; ``forgetting_metrics`` equals
 :func:`clproto.evaluation.metrics.forgetting_from_first` (``A[j][j] − A[T][j]``), not clproto's
 headline ``forgetting`` (``max_l A[l][j] − A[T][j]``, Chaudhry et al. 2018). See
-``tests/test_avalanche.py``. Exact score ties may break differently (Avalanche's argmax runs over
+``tests/integration/test_avalanche.py``. Exact score ties may break differently (Avalanche's argmax runs over
 class ids, clproto's over the seen classes in arrival order).
 
 **Avalanche pitfalls this adapter does not inherit** (checked in the avalanche-lib 0.6.0 sources):

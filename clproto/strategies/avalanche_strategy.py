@@ -38,7 +38,7 @@ the network, the budget, the data and the scoring come from clproto:
   seeded by :func:`experience_seed` ``(seed, t)`` (Avalanche's ``RNGManager.set_random_seeds``:
   its data loaders shuffle with the torch global generator, its buffers sample with torch/NumPy),
   and the caller's generator states are restored afterwards. The same seeding around a plain
-  Avalanche ``strategy.train(experience)`` gives the same network (``tests/test_avalanche_rows.py``).
+  Avalanche ``strategy.train(experience)`` gives the same network (``tests/integration/test_avalanche_rows.py``).
 
 Not wrapped (:data:`NOT_WRAPPED`, each with its reason): strategies that need task labels (a
 class-incremental scenario has none at test time), that bring their own pretrained network, or

@@ -23,7 +23,7 @@ from clproto.sweep.grid import GridConfig, SweepConfig, expand_grid, load_sweep
 from clproto.sweep.plan import plan
 from clproto.sweep.tasks import WorkerSettings, worker_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DIGITS = ROOT / "scenarios" / "split-digits.toml"
 NMC_PIXELS = ROOT / "strategies" / "nmc-pixels.toml"
 

@@ -17,7 +17,7 @@ from clproto.strategies.slda import SLDA, SLDAConfig
 from conftest import make_tiny_dataset
 from frozen_reference import assert_matrices_equal, feature_dataset, reference_matrix, run_on_features, scenario_on
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class PaperSLDA:

@@ -18,7 +18,7 @@ from clproto.strategies.fecam import FeCAM, FeCAMConfig
 from conftest import make_tiny_dataset
 from frozen_reference import assert_matrices_equal, feature_dataset, reference_matrix, run_on_features, scenario_on
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CI = ScenarioConfig(name="t", dataset="tiny", increment=2)
 FS = ScenarioConfig(name="t", dataset="tiny", kind="few-shot", base_classes=2, ways=2, shots=3)
 

@@ -10,7 +10,7 @@ import pytest
 from clproto.cli import main
 from probes import Probe
 
-MODULES = sorted(p.stem for p in Path(__file__).parent.glob("probes_*.py"))
+MODULES = sorted(p.stem for p in Path(__file__).resolve().parents[1].glob("probes_*.py"))  # tests/probes_*.py
 PROBES: list[Probe] = [p for m in MODULES for p in importlib.import_module(m).PROBES]
 
 

@@ -22,7 +22,7 @@ import torch
 
 from standins import wnids, write_cifar100, write_cub, write_miniimagenet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ROOT / "scripts" / "reproduce"
 sys.path.insert(0, str(SCRIPTS))
 

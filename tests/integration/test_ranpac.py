@@ -19,7 +19,7 @@ from clproto.scenarios.scenario import build_scenario
 from clproto.strategies import REGISTRY
 from clproto.strategies.ranpac import OFFICIAL_GRID, RanPAC, RanPACConfig, choose_ridge
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CI = ScenarioConfig(name="tiny-ci", dataset="tiny", increment=2)
 FS = ScenarioConfig(name="tiny-fs", dataset="tiny", kind="few-shot", base_classes=2, ways=2, shots=3)
 

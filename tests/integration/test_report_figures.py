@@ -24,7 +24,7 @@ from clproto.strategies import REGISTRY
 from test_html_report import CHROMIUM_FLAGS
 from test_reports import class_incremental_results
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STRATEGIES = {  # nmc-cosine-pixels and nmc-pixels give (nearly) identical curves on split-digits
     "nmc-pixels": {"name": "nmc-pixels", "implementation": "nmc", "backbone": "pixels", "params": {"metric": "euclidean"}},
     "nmc-cosine-pixels": {"name": "nmc-cosine-pixels", "implementation": "nmc", "backbone": "pixels",

@@ -21,7 +21,7 @@ from clproto.strategies import REGISTRY
 from clproto.training.base_session import BaseTrainingConfig, TrainedBase, encode, train_base_session
 from conftest import make_tiny_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 QUIET = RunContext(progress=False)
 TINY = "base-trained:torchscript:net.pt,epochs=1,batch_size=16,lr=0.05,image_size=0,crop_padding=0"
 

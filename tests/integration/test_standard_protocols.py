@@ -21,7 +21,7 @@ from clproto.scenarios import build_scenario
 from clproto.scenarios.index_lists import read_session_lists
 from clproto.strategies import REGISTRY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NMC = str(ROOT / "strategies" / "nmc-pixels.toml")
 CIFAR_PROTOCOLS = {"cifar100-b0-inc5": (5, 5), "cifar100-b0-inc10": (10, 10), "cifar100-b0-inc20": (20, 20),
                    "cifar100-b50-inc10": (50, 10), "cifar100-b50-inc5": (50, 5)}  # PyCIL's init_cls, increment

@@ -9,7 +9,7 @@ import pytest
 
 from clproto.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = str(ROOT / "scenarios" / "split-digits.toml")
 NMC = str(ROOT / "strategies" / "nmc-pixels.toml")
 

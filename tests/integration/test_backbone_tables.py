@@ -24,7 +24,7 @@ from clproto.scenarios.scenario import build_scenario
 from clproto.strategies import REGISTRY
 from clproto.training.base_session import BaseTrainingConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 SHORTHANDS = {
     "pixels": PixelsTable(),

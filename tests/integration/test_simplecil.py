@@ -13,7 +13,7 @@ from clproto.strategies import REGISTRY
 from conftest import make_tiny_dataset
 from frozen_reference import assert_matrices_equal, feature_dataset, reference_matrix, run_on_features, scenario_on
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFINITION = {k: v for k, v in read_toml(ROOT / "strategies" / "simplecil.toml")["strategy"].items() if k != "backbone"}
 
 

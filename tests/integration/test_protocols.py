@@ -19,7 +19,7 @@ from clproto.scenarios.index_lists import read_session_lists, shipped_protocols
 from conftest import make_tiny_dataset
 from imagezips import png_bytes, write_zip
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_lists(folder: Path, sessions: list[list], *, gz: bool = False) -> Path:

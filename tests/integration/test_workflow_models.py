@@ -22,7 +22,7 @@ from clproto.strategies import REGISTRY
 from clproto.strategies.nmc import NMC
 from clproto.training import loop as loop_module
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = ROOT / "clproto" / "defaults"
 SCENARIO = str(DEFAULTS / "split-digits.toml")
 NMC_PIXELS = str(DEFAULTS / "strategies" / "nmc-pixels.toml")

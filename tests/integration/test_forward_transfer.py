@@ -24,7 +24,7 @@ from clproto.scenarios.scenario import build_scenario
 from clproto.strategies import REGISTRY
 from conftest import make_tiny_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCENARIO = ScenarioConfig(name="tiny12", dataset="tiny", increment=4)  # 12 classes: 3 experiences of 4 (random order)
 
 

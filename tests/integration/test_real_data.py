@@ -16,7 +16,7 @@ from imagezips import subset_zip
 from clproto.cli import main
 from clproto.data.sources import load_dataset
 
-ROOT_SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+ROOT_SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 ROOT_STRATEGIES = ROOT_SCENARIOS.parent / "strategies"
 MODEL = "models/mobilenet_v1_0.5_160_imagenet.pt"
 

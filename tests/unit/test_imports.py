@@ -9,7 +9,7 @@ from typing import Optional
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "clproto"
+PACKAGE = Path(__file__).resolve().parents[2] / "clproto"
 
 
 def _modules(package: Path) -> dict[str, Path]:

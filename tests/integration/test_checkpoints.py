@@ -10,7 +10,7 @@ from clproto.config import load_scenario, load_strategy, parse_override
 from clproto.runner import CHECKPOINT, Runner, run_dir
 from clproto.strategies import REGISTRY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = ROOT / "clproto" / "defaults"
 SMALL = [parse_override("scenario.train_per_class=20"), parse_override("scenario.test_per_class=10"),
          parse_override("strategy.params.epochs=1")]

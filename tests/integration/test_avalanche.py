@@ -229,7 +229,8 @@ def _fast(config):
     return dataclasses.replace(config, **{k: v for k, v in FAST.items() if k in names})
 
 
-# clproto's own strategies; "avalanche" (an Avalanche strategy already) is tested in tests/test_avalanche_rows.py
+# clproto's own strategies; "avalanche" (an Avalanche strategy already) is tested in
+# tests/integration/test_avalanche_rows.py
 OWN = [n for n in REGISTRY.names() if n != "avalanche"]
 
 

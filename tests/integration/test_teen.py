@@ -19,7 +19,7 @@ from clproto.scenarios.scenario import Scenario, build_scenario
 from clproto.strategies import REGISTRY
 from clproto.strategies.teen import TEEN, TEENConfig, calibrate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _unit(v: list[float]) -> list[float]:

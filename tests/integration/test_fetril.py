@@ -20,7 +20,7 @@ from clproto.scenarios.scenario import build_scenario
 from clproto.strategies import REGISTRY
 from clproto.strategies.fetril import FeTrIL, FeTrILConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CI = ScenarioConfig(name="tiny-ci", dataset="tiny", increment=2)
 FS = ScenarioConfig(name="tiny-fs", dataset="tiny", kind="few-shot", base_classes=2, ways=2, shots=3)
 ONE_FIRST = ScenarioConfig(name="tiny-1", dataset="tiny", increments=[1, 1, 2, 2])  # a first step with one class
