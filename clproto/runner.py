@@ -197,15 +197,17 @@ class Runner:
         with torch.random.fork_rng(devices=[]):
             return self._run(scenario, strategy, seed=seed, out_dir=out_dir, where=where, record=record)
 
-    def _run(self, scenario: ScenarioConfig | Scenario, strategy: ResolvedStrategy, *, seed: int,
+    def _run(self, given: ScenarioConfig | Scenario, strategy: ResolvedStrategy, *, seed: int,
              out_dir: str | os.PathLike | None, where: str, record: bool) -> RunResult:
         t_start = time.perf_counter()
         timings = Timings()
         notes: list[str] = []
-        if isinstance(scenario, Scenario):  # built in Python: run as given, identified by its content
-            sc, definition = scenario, built_scenario_identity(scenario)
+        # `given`: a definition, or a Scenario built in Python; `sc`: the built scenario the run goes through;
+        # `identity`: what the run's configuration records of it (the definition, or the built one's content)
+        if isinstance(given, Scenario):  # built in Python: run as given, identified by its content
+            sc, identity = given, built_scenario_identity(given)
         else:
-            sc, definition = self.scenario(scenario, seed=seed, where=where), scenario
+            sc, identity = self.scenario(given, seed=seed, where=where), given
         timings.data_s = time.perf_counter() - t_start
         entry = self.registry.get(strategy.config.implementation, where=strategy.where)
         check_kind(entry, strategy, sc.kind, self.registry, where=where)
@@ -214,9 +216,9 @@ class Runner:
             sc = sc.with_dataset(got.features)
             notes.append(f"backbone {strategy.backbone_label}: {got.note}")
             timings.features_s = 0.0 if got.cache_hit else got.seconds
-        config = resolved_config(definition, strategy, seed)
+        config = resolved_config(identity, strategy, seed)
         chash = run_hash(config)
-        folder = run_dir(out_dir, scenario.name, strategy.name, seed) if out_dir is not None else None
+        folder = run_dir(out_dir, sc.name, strategy.name, seed) if out_dir is not None else None
         if folder is not None:
             write_config(folder, config, chash)
 
@@ -247,7 +249,7 @@ class Runner:
             for stale in [folder / LOG_FILE, *model_files(folder)]:
                 stale.unlink(missing_ok=True)
             shutil.rmtree(folder / TENSORBOARD_DIR, ignore_errors=True)  # else TensorBoard would mix both runs
-        label = f"{scenario.name}/{strategy.name}/seed{seed}"
+        label = f"{sc.name}/{strategy.name}/seed{seed}"
         log = RunLog.open(self.loggers, folder=folder, label=label, config=config, rows=log_rows)
         loop_listeners = getattr(getattr(model, "loop", None), "listeners", None)
 
@@ -297,7 +299,7 @@ class Runner:
             steps,
             few_shot=sc.is_few_shot,
             initial_task_accuracy=initial,
-            scenario=scenario.name,
+            scenario=sc.name,
             strategy=strategy.name,
             seed=seed,
             kind=sc.kind,

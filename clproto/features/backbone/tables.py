@@ -166,13 +166,13 @@ def from_table(table: Mapping[str, Any], *, where: str | None = None, field: str
     if not isinstance(table, Mapping):
         raise ConfigError("expected a table or a shorthand string", where=where, field=field, value=table)
     name = table.get("kind")
-    config = table_named(name, where=where, field=f"{field}.kind")
-    names = _field_names(config)
+    table_class = table_named(name, where=where, field=f"{field}.kind")
+    names = _field_names(table_class)
     unknown = sorted(set(table) - {"kind", *names})
     if unknown:
         raise ConfigError(f"unknown field for a {name} backbone", where=where, field=f"{field}.{unknown[0]}",
                           value=table[unknown[0]], expected="one of " + ", ".join(["kind", *names]))
-    return from_mapping(config, {k: v for k, v in table.items() if k != "kind"}, where=where or field,
+    return from_mapping(table_class, {k: v for k, v in table.items() if k != "kind"}, where=where or field,
                         prefix=f"{field}.")
 
 
