@@ -147,7 +147,9 @@ class Runner:
     * ``loggers`` — mirrors of ``log.csv`` (TensorBoard, W&B), see :mod:`clproto.loggers`;
     * ``datasets`` — already loaded datasets by the ``dataset`` string scenarios name them with, used
       instead of loading (e.g. ``{"tiny": dataset}`` for tests and data built in Python);
-    * ``listeners`` — callables told every training event of trained strategies' loops.
+    * ``listeners`` — callables told every training event of trained strategies' loops;
+    * ``device``, ``precision``, ``deterministic`` — where and how trained strategies compute (default cpu, fp32:
+      the recorded numbers; README "Devices and precision"), resolved once per run.
 
     :meth:`run` returns a :class:`~clproto.evaluation.RunResult` (and, given ``out_dir``, writes
     ``config.json``, ``log.csv`` and ``results.json`` under ``<out_dir>/<scenario>/<strategy>/seed<k>/``);
