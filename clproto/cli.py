@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from clproto.cli_common import add_common, add_run_outputs, logger_settings, note_unkept, setup
+from clproto.cli_common import add_common, add_compute, add_run_outputs, compute_settings, logger_settings, note_unkept, setup
 from clproto.errors import ConfigError
 from clproto.plugins import load_plugins
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", metavar="SPEC",
                    help="feature extractor for every features-strategy, e.g. torchscript:mobilenet_v1_1.0_224_imagenet.pt "
                         "or torchvision:resnet18 (same as --set strategy.backbone=SPEC)")
+    add_compute(p)
     add_run_outputs(p)
     add_common(p)
 
@@ -149,6 +150,7 @@ def definition_path(text: str, section: str) -> Path:
 def cmd_run(args) -> int:
     """A sweep of one grid, run in this process: finished runs are skipped, a failed run leaves error.txt."""
     from clproto.config import load_scenario, load_strategy, read_toml
+    from clproto.devices import compute_identity
     from clproto.reports.build import markdown_table, write_report
     from clproto.reports.collect import summary_frame
     from clproto.sweep import GridConfig, InProcessBackend, SweepConfig, check_out, expand_grid, run_sweep, worker_settings
@@ -171,14 +173,16 @@ def cmd_run(args) -> int:
         strategy_paths = [p for p in sorted((DEFAULTS / "strategies").glob("*.toml"))
                           if kind in registry.get(load_strategy(p, registry).config.implementation).scenario_kinds]
     grid = GridConfig(scenarios=[str(scenario_path.resolve())], strategies=[str(p.resolve()) for p in strategy_paths])
+    device, precision, deterministic = compute_settings(args)
     specs = expand_grid(SweepConfig(), [grid], registry=registry, where=str(scenario_path),
-                        extra_overrides=overrides, seeds=list(args.seeds))
+                        extra_overrides=overrides, seeds=list(args.seeds),
+                        compute=compute_identity(device, precision))
     out = check_out(Path(args.out) if args.out else Path("runs") / specs[0].scenario.name)
     threads = args.threads or _torch_threads()
     loggers = logger_settings(args)
     settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,
                                models_root=args.models_root, cache_dir=args.cache_dir, keep_model=args.keep_model,
-                               loggers=loggers)
+                               loggers=loggers, device=device, precision=precision, deterministic=deterministic)
     summary = run_sweep(specs, out=out, backend=InProcessBackend(threads=threads), settings=settings,
                         progress=progress, summary_name=None, overwrite=args.overwrite, desc="run", announce=False)
     results = _collect([out]) if summary.done or summary.skipped else []

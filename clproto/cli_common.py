@@ -2,7 +2,8 @@
 
 The command line is the edge where the environment is read (``CLPROTO_PROGRESS``; the data,
 model and cache locations are read by :mod:`clproto.data.paths`): what it decides is passed
-down explicitly, nothing below writes ``os.environ``.
+down explicitly, nothing below writes ``os.environ``. The one write is here: ``--deterministic`` sets
+``CUBLAS_WORKSPACE_CONFIG`` (cuBLAS reads it when CUDA starts, before any run; local-pool workers inherit it).
 """
 
 from __future__ import annotations
@@ -25,6 +26,45 @@ def add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--plugin", action="append", default=[], metavar="MODULE|FILE.py",
                    help="import a module or file whose register(registry) adds strategies (repeatable)")
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_compute(p: argparse.ArgumentParser) -> None:
+    """Where and at which precision runs compute (run and sweep); unset: the sweep file's [sweep] value, else cpu/fp32."""
+    from clproto.context import DEVICES, PRECISIONS
+
+    g = p.add_argument_group("device and precision (README: Devices and precision)")
+    g.add_argument("--device", metavar="|".join(DEVICES),
+                   help="where trained strategies run: auto (CUDA when available, resolved once, here), cpu, cuda, "
+                        "cuda:N or mps (default: the sweep file's, else cpu, which reproduces the recorded results)")
+    g.add_argument("--precision", choices=PRECISIONS,
+                   help="compute precision of training and scoring: fp32, or bf16/fp16 autocast (default: the sweep "
+                        "file's, else fp32); device type and precision other than cpu/fp32 are part of a run's identity")
+    g.add_argument("--deterministic", action="store_true", default=None,
+                   help="CUDA: torch's deterministic algorithms, no cuDNN autotuning (slower; sets "
+                        "CUBLAS_WORKSPACE_CONFIG=:4096:8); the CPU is deterministic anyway")
+
+
+def compute_settings(args, *, device: str = "cpu", precision: str = "fp32", deterministic: bool = False,
+                     where: str = "command line") -> tuple[str, str, bool]:
+    """(device, precision, deterministic) from the flags, else the given (sweep file) values; ``auto`` resolved here
+    (on the machine that plans the runs, so the plan's identities are those of the runs); bad values: ConfigError."""
+    from clproto.context import RunContext
+
+    flags = (args.device, args.precision, args.deterministic)
+    device = args.device if args.device is not None else device
+    precision = args.precision if args.precision is not None else precision
+    deterministic = bool(args.deterministic) if args.deterministic is not None else deterministic
+    if deterministic:  # before CUDA starts: cuBLAS reads it when it creates its handle
+        from clproto.devices import CUBLAS_WORKSPACE
+
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    try:
+        context = RunContext(device=device, precision=precision, deterministic=deterministic).resolved()
+    except ConfigError as exc:
+        flag = {"device": "--device", "precision": "--precision", "deterministic": "--deterministic"}.get(exc.field)
+        given = flag is not None and flags[("--device", "--precision", "--deterministic").index(flag)] is not None
+        raise exc.located(flag if given else where) from None
+    return context.device, context.precision, context.deterministic
 
 
 def add_run_outputs(p: argparse.ArgumentParser) -> None:

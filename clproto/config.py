@@ -180,6 +180,10 @@ class ResolvedStrategy:
         depend on the clproto version that read it); a table is recorded with every field resolved."""
         d = to_plain(self.config)
         d["params"] = to_plain(self.params)
+        if dataclasses.is_dataclass(self.params):  # a field added later (omit_when_default) at its default: not
+            for f in dataclasses.fields(self.params):  # recorded, so identities recorded before it existed hold
+                if f.metadata.get("omit_when_default") and getattr(self.params, f.name) == f.default:
+                    d["params"].pop(f.name, None)
         if not isinstance(self.config.backbone, str):
             d["backbone"] = to_table(self.backbone)
         return d

@@ -32,8 +32,8 @@ def supcon_loss(z: torch.Tensor, y: torch.Tensor, *, temperature: float = 0.1, b
     N, V, D = z.shape
     flat = z.transpose(0, 1).reshape(N * V, D)  # (NV, D): view 0 of every sample, then view 1, ...
     labels = y.repeat(V)  # (NV,)
-    logits = flat @ flat.T / temperature  # (NV, NV)
-    self_mask = torch.eye(N * V, dtype=torch.bool)  # (NV, NV)
+    logits = (flat @ flat.T).float() / temperature  # (NV, NV), float32 also under autocast
+    self_mask = torch.eye(N * V, dtype=torch.bool, device=z.device)  # (NV, NV)
     logits = logits.masked_fill(self_mask, float("-inf"))
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)  # (NV, NV), -inf on the diagonal
     positives = (labels[:, None] == labels[None, :]) & ~self_mask  # (NV, NV)

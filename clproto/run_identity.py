@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from typing import Optional
 
 import numpy as np
 import torch
@@ -15,9 +16,12 @@ from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario
 
 
-def resolved_config(scenario: ScenarioConfig | dict, strategy: ResolvedStrategy, seed: int) -> dict:
-    """The identity of a run: everything that can change its numbers (not paths or thread counts)."""
-    return {"scenario": to_plain(scenario), "strategy": strategy.to_dict(), "seed": seed}
+def resolved_config(scenario: ScenarioConfig | dict, strategy: ResolvedStrategy, seed: int,
+                    compute: Optional[dict] = None) -> dict:
+    """The identity of a run: everything that can change its numbers (not paths or thread counts). ``compute``:
+    :func:`clproto.devices.compute_identity` — None (absent) for cpu/fp32, so CPU identities stay as they were."""
+    config = {"scenario": to_plain(scenario), "strategy": strategy.to_dict(), "seed": seed}
+    return {**config, "compute": dict(compute)} if compute else config
 
 
 def built_scenario_identity(scenario: Scenario) -> dict:

@@ -37,6 +37,7 @@ import torch
 
 from clproto.config import ResolvedStrategy, run_hash
 from clproto.context import RunContext
+from clproto.devices import compute_record, context_identity, fork_rng, prepare_run
 from clproto.data.dataset import Dataset
 from clproto.data.sources import load_dataset
 from clproto.errors import ConfigError
@@ -55,6 +56,7 @@ from clproto.scenarios.config import ScenarioConfig
 from clproto.scenarios.scenario import Scenario, build_scenario
 from clproto.strategies import REGISTRY, Registry
 from clproto.strategies.base import ScenarioDescription
+from clproto.training.loop import epochs_only
 
 # run_dir, build_model, check_kind, resolved_config, built_scenario_identity and versions were defined here
 # before the runner was split (issue 11): they stay importable from clproto.runner
@@ -78,7 +80,9 @@ class Runner:
     * ``loggers`` — mirrors of ``log.csv`` (TensorBoard, W&B), see :mod:`clproto.loggers`;
     * ``datasets`` — already loaded datasets by the ``dataset`` string scenarios name them with, used
       instead of loading (e.g. ``{"tiny": dataset}`` for tests and data built in Python);
-    * ``listeners`` — callables told every training event of trained strategies' loops.
+    * ``listeners`` — callables told every training event of trained strategies' loops;
+    * ``device``, ``precision``, ``deterministic`` — where and how trained strategies compute (default cpu, fp32:
+      the recorded numbers; README "Devices and precision"), resolved once per run.
 
     :meth:`run` returns a :class:`~clproto.evaluation.RunResult` (and, given ``out_dir``, writes
     ``config.json``, ``log.csv`` and ``results.json`` under ``<out_dir>/<scenario>/<strategy>/seed<k>/``);
@@ -107,6 +111,9 @@ class Runner:
     # used instead of loading; any other spec is loaded through the dataset kinds (clproto.data.sources)
     datasets: Mapping[str, Dataset] = field(default_factory=dict)
     listeners: tuple[Callable[[Any], None], ...] = ()  # told every TrainingEvent of trained strategies' loops
+    device: str = "cpu"  # --device: auto | cpu | cuda | cuda:N | mps (clproto.devices; cpu keeps results as they were)
+    precision: str = "fp32"  # --precision: fp32 | bf16 | fp16 (autocast) of trained strategies
+    deterministic: bool = False  # --deterministic: torch's deterministic algorithms on CUDA (slower)
 
     def __post_init__(self) -> None:
         if self.keep_model not in KEEP_MODEL:
@@ -117,13 +124,14 @@ class Runner:
             if not isinstance(spec, str) or not isinstance(given, Dataset):
                 raise TypeError(f"Runner(datasets=...): {spec!r} must map a dataset string to a clproto Dataset, "
                                 f"not {type(given).__name__}")
-        self.run_context(0)  # checks the listeners now rather than at the first run
+        self.run_context(0).resolved()  # checks the listeners and the device now rather than at the first run
         self._datasets: dict[str, Dataset] = dict(self.datasets)  # loaded (or given) once, by spec
         self.feature_store = FeatureStore()  # every backbone's features, computed once per runner
 
     def run_context(self, seed: int) -> RunContext:
         """How a run with ``seed`` executes: passed to its strategy, which passes it to its loops."""
-        return RunContext(seed=seed, progress=self.progress, listeners=tuple(self.listeners))
+        return RunContext(seed=seed, progress=self.progress, listeners=tuple(self.listeners), device=self.device,
+                          precision=self.precision, deterministic=self.deterministic)
 
     # ------------------------------------------------------------------ data
     def dataset(self, spec: str, *, where: str = "scenario") -> Dataset:
@@ -162,9 +170,10 @@ class Runner:
         sc = self.scenario(scenario, seed=seed, where=where)
         if hasattr(entry.cls, "check_scenario"):
             entry.cls.check_scenario(sc, strategy.params, where=where)
-        with torch.random.fork_rng(devices=[]):  # a constructor drawing from the global RNG leaves the caller's alone
+        context = self.run_context(seed).resolved()
+        with fork_rng(context.torch_device):  # a constructor drawing from the global RNG leaves the caller's alone
             model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed,  # its own parameter checks
-                                context=self.run_context(seed))
+                                context=context)
         if self.keep_model and not (hasattr(model, "state_dict") and hasattr(model, "load_state_dict")):
             raise ConfigError(f"--keep-model cannot keep strategy {strategy.name!r}: its class "
                               f"{type(model).__qualname__} has no state_dict()/load_state_dict()",
@@ -194,11 +203,13 @@ class Runner:
         scenario kind the strategy refuses, a missing backbone, ...). The global torch RNG is forked for the
         run: seeded with ``seed`` inside, the caller's state untouched after.
         """
-        with torch.random.fork_rng(devices=[]):
-            return self._run(scenario, strategy, seed=seed, out_dir=out_dir, where=where, record=record)
+        context = self.run_context(seed).resolved()  # once per run: "auto" becomes the device it runs on
+        with fork_rng(context.torch_device):
+            return self._run(scenario, strategy, seed=seed, out_dir=out_dir, where=where, record=record,
+                             context=context)
 
     def _run(self, given: ScenarioConfig | Scenario, strategy: ResolvedStrategy, *, seed: int,
-             out_dir: str | os.PathLike | None, where: str, record: bool) -> RunResult:
+             out_dir: str | os.PathLike | None, where: str, record: bool, context: RunContext) -> RunResult:
         t_start = time.perf_counter()
         timings = Timings()
         notes: list[str] = []
@@ -216,14 +227,15 @@ class Runner:
             sc = sc.with_dataset(got.features)
             notes.append(f"backbone {strategy.backbone_label}: {got.note}")
             timings.features_s = 0.0 if got.cache_hit else got.seconds
-        config = resolved_config(identity, strategy, seed)
+        config = resolved_config(identity, strategy, seed, compute=context_identity(context))
         chash = run_hash(config)
         folder = run_dir(out_dir, sc.name, strategy.name, seed) if out_dir is not None else None
         if folder is not None:
             write_config(folder, config, chash)
 
         torch.manual_seed(seed)  # inside run's fork_rng: strategies drawing from the global RNG get the run seed's stream
-        model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed, context=self.run_context(seed))
+        prepare_run(context)  # CUDA: deterministic algorithms or cuDNN autotuning
+        model = build_model(entry, strategy, num_classes=sc.num_classes, seed=seed, context=context)
         if hasattr(model, "begin_scenario"):  # the stream's public shape, before any experience (base.py)
             model.begin_scenario(ScenarioDescription.of(sc))
         evaluator = Evaluator(sc, batch_size=self.eval_batch_size)
@@ -253,6 +265,7 @@ class Runner:
         log = RunLog.open(self.loggers, folder=folder, label=label, config=config, rows=log_rows)
         loop_listeners = getattr(getattr(model, "loop", None), "listeners", None)
 
+        @epochs_only  # wants no step events: the loop need not read the loss back every step
         def on_training(event) -> None:  # per-epoch mean loss of trained strategies
             if event.kind == "epoch_end":
                 log.loss(event.experience, event.epoch, event.loss)
@@ -311,6 +324,7 @@ class Runner:
             test_sizes=[len(e.test_indices) for e in sc],
             timings=timings,
             notes=notes,
+            compute=compute_record(context),
         )
         if folder is not None and record:
             write_finished(folder, result, log_csv=log.csv_text())  # log.csv, results.json; the checkpoint goes

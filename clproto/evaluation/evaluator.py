@@ -89,7 +89,7 @@ class Evaluator:
                     f"strategy returned scores of shape {tuple(s.shape)}, expected "
                     f"({len(batch)}, {self.scenario.num_classes})"
                 )
-            out.append(s.float())
+            out.append(s.float().cpu())  # scored on the strategy's device, chunk by chunk; the matrices on the CPU
         return torch.cat(out)  # (N, C)
 
     def task_accuracy(self, score_fn: ScoreFn, exp: Experience) -> Optional[float]:

@@ -136,6 +136,8 @@ class RunResult:
     seen_top5_accuracy: Optional[list] = None  # per step; None where fewer than 10 classes were seen
     task_accuracy_ahead: Optional[list] = None  # TA[t][j] for j > t, before training on j (None elsewhere / undefined)
     initial_task_accuracy: Optional[list] = None  # task-IL accuracy per experience before any training (GEM's b_j)
+    # how it computed (clproto.devices.compute_record): device, device_name, precision, deterministic, torch, cuda
+    compute: Optional[dict] = None
 
     @classmethod
     def from_steps(cls, steps: list[StepEvaluation], *, few_shot: bool,

@@ -24,7 +24,7 @@ from clproto.context import RunContext
 from clproto.errors import ConfigError
 from clproto.nets import build_network
 from clproto.scenarios.scenario import Experience
-from clproto.training.loop import TrainingConfig, TrainingLoop, seeded
+from clproto.training.loop import TrainingConfig, TrainingLoop, maybe_compile, seeded
 
 
 @dataclass(frozen=True)
@@ -48,12 +48,15 @@ class FineTune:
         self.backbone: nn.Module | None = None  # built at the first experience (input channels known then)
         self.classifier: nn.Linear | None = None  # (feature_dim -> num_classes)
         self.in_channels = 0
-        self.seen = torch.zeros(num_classes, dtype=torch.bool)  # (C,) classes trained on so far
+        self.device = self.loop.device  # the run's device: the network and the masks live there
+        self.seen = torch.zeros(num_classes, dtype=torch.bool, device=self.device)  # (C,) classes trained on so far
+        self.train_backbone: nn.Module | None = None  # the backbone for training steps: itself, or torch.compile of it
 
     def _build(self, in_channels: int) -> None:
-        with seeded(self.seed):
-            self.backbone = build_network(self.config.architecture, in_channels=in_channels)
-            self.classifier = nn.Linear(self.backbone.feature_dim, self.num_classes)
+        with seeded(self.seed, self.device):  # drawn on the CPU (the same on every device), then placed
+            self.backbone = self.loop.place(build_network(self.config.architecture, in_channels=in_channels))
+            self.classifier = self.loop.place(nn.Linear(self.backbone.feature_dim, self.num_classes))
+        self.train_backbone = maybe_compile(self.backbone, self.config.compile)
         self.in_channels = in_channels
         self.backbone.eval()
 
@@ -71,7 +74,7 @@ class FineTune:
         unseen = ~self.seen  # (C,)
 
         def loss_fn(views: list[torch.Tensor], yb: torch.Tensor) -> torch.Tensor:
-            logits = self.classifier(self.backbone(views[0])).masked_fill(unseen, float("-inf"))  # (B, C)
+            logits = self.classifier(self.train_backbone(views[0])).masked_fill(unseen, float("-inf"))  # (B, C)
             return F.cross_entropy(logits, yb), logits.detach()  # scores for the loop's listeners
 
         params = list(self.backbone.parameters()) + list(self.classifier.parameters())
@@ -80,7 +83,8 @@ class FineTune:
 
     def predict_scores(self, x: torch.Tensor) -> torch.Tensor:
         assert self.backbone is not None, "FineTune has not been trained"
-        logits = self.classifier(self.backbone(self.loop.to_input(x)))  # (N, C)
+        with self.loop.context.autocast():  # on the run's device, at its precision; scores in float32
+            logits = self.classifier(self.backbone(self.loop.to_input(x))).float()  # (N, C)
         return logits.masked_fill(~self.seen, float("-inf"))
 
     def state_dict(self) -> dict:
@@ -97,5 +101,5 @@ class FineTune:
             self._build(state["in_channels"])
             self.backbone.load_state_dict(state["backbone"])
             self.classifier.load_state_dict(state["classifier"])
-        self.seen = state["seen"].clone()
+        self.seen = state["seen"].to(self.device).clone()
         self.loop.load_state_dict(state["loop"])

@@ -53,7 +53,7 @@ from clproto.errors import ConfigError
 from clproto.losses import RELATION_AXES, prototype_loss, relation_distillation, relation_scores, supcon_loss
 from clproto.nets import build_network
 from clproto.scenarios.scenario import Experience
-from clproto.training.loop import TrainingConfig, TrainingLoop, seeded
+from clproto.training.loop import TrainingConfig, TrainingLoop, maybe_compile, seeded
 
 
 @dataclass(frozen=True)
@@ -104,17 +104,26 @@ class PRD:
         self.teacher: nn.Module | None = None  # frozen copy of f after the previous experience
         self.teacher_prototypes: torch.Tensor | None = None  # (C, D) prototypes after the previous experience
         self.tasks: list[tuple[int, ...]] = []  # classes of every finished experience
-        self.seen = torch.zeros(num_classes, dtype=torch.bool)  # (C,)
-        self.last_losses: dict[str, float] = {}  # loss terms of the last step (for inspection)
+        self.device = self.loop.device  # the run's device: networks, prototypes and masks live there
+        self.seen = torch.zeros(num_classes, dtype=torch.bool, device=self.device)  # (C,)
+        self.train_backbone: nn.Module | None = None  # f for training steps: f itself, or torch.compile(f)
+        self._last_terms: dict[str, torch.Tensor] = {}  # detached loss terms of the last step (read on demand)
+
+    @property
+    def last_losses(self) -> dict[str, float]:
+        """Loss terms of the last step (for inspection; reading them synchronises with the device)."""
+        return {k: float(v) for k, v in self._last_terms.items()}
 
     def _build(self, in_channels: int) -> None:
         cfg = self.config
-        with seeded(self.seed):
-            self.backbone = build_network(cfg.architecture, in_channels=in_channels)
+        with seeded(self.seed, self.device):  # drawn on the CPU (the same on every device), then placed
+            self.backbone = self.loop.place(build_network(cfg.architecture, in_channels=in_channels))
             d = self.backbone.feature_dim
-            self.head = nn.Sequential(nn.Linear(d, cfg.projection_hidden), nn.ReLU(), nn.Linear(cfg.projection_hidden, cfg.projection_dim))
+            self.head = self.loop.place(nn.Sequential(nn.Linear(d, cfg.projection_hidden), nn.ReLU(),
+                                                      nn.Linear(cfg.projection_hidden, cfg.projection_dim)))
             bound = 1.0 / d ** 0.5  # nn.Linear's default range, as the code's bias-free linear heads
-            self.prototypes = nn.Parameter(torch.empty(self.num_classes, d).uniform_(-bound, bound))
+            self.prototypes = nn.Parameter(torch.empty(self.num_classes, d).uniform_(-bound, bound).to(self.device))
+        self.train_backbone = maybe_compile(self.backbone, cfg.compile)
         self.in_channels = in_channels
         self.backbone.eval()
         self.head.eval()
@@ -136,22 +145,22 @@ class PRD:
         cfg = self.config
         B = len(y)
         x = torch.cat(views)  # (2B, C, H, W)
-        f = self.backbone(x)  # (2B, D)
+        f = self.train_backbone(x)  # (2B, D)
         z = F.normalize(self.head(f), dim=1)  # (2B, P)
         z = torch.stack(z.split(B), dim=1)  # (B, 2, P)
         l_sup = supcon_loss(z, y, temperature=cfg.supcon_temperature, base_temperature=cfg.base_temperature)
         y2 = y.repeat(2)  # (2B,) labels of both views
         l_p = prototype_loss(f.detach(), self.prototypes[current], local[y2])
-        l_d = torch.zeros(())
+        l_d = torch.zeros((), device=f.device)
         if self.tasks and cfg.lambda_distill > 0:
             with torch.no_grad():
                 f_old = self.teacher(x)  # (2B, D)
             for classes in self.tasks:
-                idx = torch.tensor(classes)
+                idx = torch.tensor(classes, device=f.device)
                 s = relation_scores(f, self.prototypes[idx])  # (2B, K_k)
                 s_old = relation_scores(f_old, self.teacher_prototypes[idx])  # (2B, K_k)
                 l_d = l_d + relation_distillation(s, s_old, temperature=cfg.distill_temperature, axis=cfg.relation_axis)
-        self.last_losses = {"supcon": l_sup.item(), "prototype": l_p.item(), "distill": l_d.item()}
+        self._last_terms = {"supcon": l_sup.detach(), "prototype": l_p.detach(), "distill": l_d.detach()}
         with torch.no_grad():
             known = self.seen.clone()  # (C,)
             known[current] = True
@@ -170,9 +179,9 @@ class PRD:
         x, y = experience.train_x, experience.train_y  # (N, H, W, C) uint8, (N,)
         if self.backbone is None:
             self._build(int(x.shape[-1]))
-        current = torch.tensor(experience.classes)  # (K,)
-        local = torch.full((self.num_classes,), -1, dtype=torch.long)  # (C,)
-        local[current] = torch.arange(len(current))
+        current = torch.tensor(experience.classes, device=self.device)  # (K,)
+        local = torch.full((self.num_classes,), -1, dtype=torch.long, device=self.device)  # (C,)
+        local[current] = torch.arange(len(current), device=self.device)
         cfg = self.config
         groups = [
             {"params": list(self.backbone.parameters()) + list(self.head.parameters())},
@@ -195,7 +204,8 @@ class PRD:
     def predict_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Cosine similarity of f(x) to the prototypes of seen classes; -inf for unseen classes."""
         assert self.backbone is not None, "PRD has not been trained"
-        f = F.normalize(self.backbone(self.loop.to_input(x)), dim=1)  # (N, D)
+        with self.loop.context.autocast():  # on the run's device, at its precision; scores in float32
+            f = F.normalize(self.backbone(self.loop.to_input(x)).float(), dim=1)  # (N, D)
         p = F.normalize(self.prototypes.detach(), dim=1)  # (C, D)
         return (f @ p.T).masked_fill(~self.seen, float("-inf"))  # (N, C)
 
@@ -225,8 +235,8 @@ class PRD:
         if state["teacher"] is not None:
             self._freeze_teacher()
             self.teacher.load_state_dict(state["teacher"])
-            self.teacher_prototypes = state["teacher_prototypes"].clone()
-        self.seen = state["seen"].clone()
+            self.teacher_prototypes = state["teacher_prototypes"].to(self.device).clone()
+        self.seen = state["seen"].to(self.device).clone()
         self.loop.load_state_dict(state["loop"])
 
 

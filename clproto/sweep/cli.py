@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from clproto.cli_common import add_common, add_run_outputs, logger_settings, note_unkept, setup
+from clproto.cli_common import (add_common, add_compute, add_run_outputs, compute_settings, logger_settings,
+                                note_unkept, setup)
+from clproto.devices import compute_identity
 from clproto.config import parse_override
 from clproto.errors import ConfigError
 from clproto.sweep.backends import LocalBackend, RayBackend, default_jobs
@@ -42,6 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are finished; run nothing")
     p.add_argument("--overwrite", action="store_true",
                    help="replace runs whose folder holds a different configuration (default: refuse, naming the fields)")
+    add_compute(p)
     add_run_outputs(p)
     add_common(p)
 
@@ -64,8 +67,10 @@ def cmd_sweep(args) -> int:
         grids.append(GridConfig(scenarios=[str(Path(p).resolve()) for p in args.scenarios],
                                 strategies=[str(Path(p).resolve()) for p in args.strategies]))
     grids = [replace(g, vary={**g.vary, **vary}) for g in grids]
+    device, precision, deterministic = compute_settings(args, device=sweep.device, precision=sweep.precision,
+                                                        deterministic=sweep.deterministic, where=where)
     specs = expand_grid(sweep, grids, registry=registry, base_dir=base, where=where,
-                        extra_overrides=args.overrides, seeds=args.seeds)
+                        extra_overrides=args.overrides, seeds=args.seeds, compute=compute_identity(device, precision))
     out = check_out(Path(args.out) if args.out else Path("runs") / (Path(args.sweep).stem if args.sweep else "sweep"))
     if args.dry_run:
         todo, finished = plan(specs, out, overwrite=False)
@@ -79,7 +84,7 @@ def cmd_sweep(args) -> int:
     loggers = logger_settings(args)
     settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,
                                models_root=args.models_root, cache_dir=args.cache_dir, keep_model=args.keep_model,
-                               loggers=loggers)
+                               loggers=loggers, device=device, precision=precision, deterministic=deterministic)
     if args.backend == "ray" and (args.keep_model or loggers.loggers):
         raise ConfigError("--keep-model and --logger write into run folders on the worker's machine: not with "
                           "the Ray backend (its workers return results; the driver writes results.json and log.csv)",

@@ -6,6 +6,8 @@ A sweep file has an optional ``[sweep]`` table (defaults for every grid) and one
     [sweep]
     seeds = [0, 1, 2, 3, 4]
     set = ["scenario.test_per_class=100"]          # applied to every run
+    device = "cuda"                                 # optional: device, precision, deterministic (README:
+    precision = "bf16"                              # Devices and precision); the command line's flags win
 
     [[grid]]
     scenarios = ["../scenarios/split-digits.toml"]  # relative to this file
@@ -50,6 +52,9 @@ class SweepConfig:
     seeds: list = field(default_factory=lambda: [0])  # default seeds of every grid
     set: list = field(default_factory=list)  # overrides applied to every grid
     description: str = ""  # free text
+    device: str = "cpu"  # auto | cpu | cuda | cuda:N | mps for every run (--device wins)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 for every run (--precision wins)
+    deterministic: bool = False  # CUDA: deterministic algorithms (--deterministic wins)
 
 
 def load_sweep(path: str | os.PathLike) -> tuple[SweepConfig, list[GridConfig]]:
@@ -90,10 +95,12 @@ def expand_grid(
     extra_overrides: list[str] = (),
     seeds: Optional[list[int]] = None,
     log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+    compute: Optional[dict] = None,
 ) -> list[RunSpec]:
     """Every run of the sweep, in a stable order, de-duplicated; bad definitions are ConfigErrors.
 
-    ``seeds`` (--seeds) replaces every grid's; ``extra_overrides`` (--set) apply to every grid.
+    ``seeds`` (--seeds) replaces every grid's; ``extra_overrides`` (--set) apply to every grid; ``compute``
+    (:func:`clproto.devices.compute_identity` of the resolved device and precision) joins every run's identity.
     """
     from clproto.runner import resolved_config
 
@@ -122,8 +129,9 @@ def expand_grid(
             for sc, sc_path in zip(scenarios, sc_paths):
                 for st in strategies:
                     for seed in grid_seeds:
-                        spec = RunSpec(scenario=sc, strategy=st, seed=seed,
-                                       config_hash=run_hash(resolved_config(sc, st, seed)), scenario_where=str(sc_path))
+                        spec = RunSpec(scenario=sc, strategy=st, seed=seed, compute=compute,
+                                       config_hash=run_hash(resolved_config(sc, st, seed, compute=compute)),
+                                       scenario_where=str(sc_path))
                         key = (sc.name, st.name, seed)
                         if key in specs and specs[key].config_hash != spec.config_hash:
                             raise ConfigError(

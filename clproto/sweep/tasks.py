@@ -36,13 +36,14 @@ class RunSpec:
     seed: int  # the run seed
     config_hash: str  # run_hash(config): the run's identity
     scenario_where: str = "scenario"  # the scenario definition file, for messages
+    compute: Optional[dict] = None  # clproto.devices.compute_identity: None for cpu/fp32, else device type, precision
 
     @cached_property
     def config(self) -> dict:
         """The resolved configuration as plain JSON-able data (what config.json records)."""
         from clproto.runner import resolved_config
 
-        return to_plain(resolved_config(self.scenario, self.strategy, self.seed))
+        return to_plain(resolved_config(self.scenario, self.strategy, self.seed, compute=self.compute))
 
     @property
     def where(self) -> str:
@@ -70,16 +71,21 @@ class WorkerSettings:
     cache_dir: Optional[str] = None  # --cache-dir (None: $CLPROTO_CACHE or the user cache)
     keep_model: Optional[str] = None  # --keep-model: None, "last" or "every"
     loggers: LoggerSettings = LoggerSettings()  # --logger: mirrors of log.csv
+    device: str = "cpu"  # --device, resolved by the driver (never "auto": the plan's identities name the device type)
+    precision: str = "fp32"  # --precision
+    deterministic: bool = False  # --deterministic
 
 
 def worker_settings(*, plugins: list[str] = (), threads: int = 1, data_root: Optional[str] = None,
                     models_root: Optional[str] = None, cache_dir: Optional[str] = None,
-                    keep_model: Optional[str] = None, loggers: Optional[LoggerSettings] = None) -> WorkerSettings:
+                    keep_model: Optional[str] = None, loggers: Optional[LoggerSettings] = None,
+                    device: str = "cpu", precision: str = "fp32", deterministic: bool = False) -> WorkerSettings:
     """:class:`WorkerSettings` from command-line values: plugin files and folders made absolute."""
     from clproto.data import paths
 
     return WorkerSettings(plugins=tuple(str(Path(p).resolve()) if p.endswith(".py") else p for p in plugins),
                           threads=threads, keep_model=keep_model, loggers=loggers or LoggerSettings(),
+                          device=device, precision=precision, deterministic=deterministic,
                           data_root=str(paths.data_root(data_root).resolve()),
                           models_root=str(paths.models_root(models_root).resolve()),
                           cache_dir=str(paths.cache_root(cache_dir).resolve()))

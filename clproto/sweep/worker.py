@@ -73,7 +73,8 @@ def runner_for(settings: WorkerSettings, *, progress: bool = False):
         forget_runners()  # one configuration per process: free the datasets of an earlier one
         _RUNNERS[key] = Runner(registry=registry, data_root=settings.data_root, models_root=settings.models_root,
                                cache_dir=settings.cache_dir, progress=progress, keep_model=settings.keep_model,
-                               loggers=settings.loggers)
+                               loggers=settings.loggers, device=settings.device, precision=settings.precision,
+                               deterministic=settings.deterministic)
     return _RUNNERS[key]
 
 

@@ -57,7 +57,8 @@ from clproto.nets import build_network
 from clproto.progress import progress_bar
 from clproto.training.base_config import BASE_SCHEDULES, OMIT_DEFAULT, BaseTrainingConfig, config_identity
 from clproto.training.inputs import Normalization, to_input
-from clproto.training.loop import DivergedError, TrainingConfig, TrainingEvent, TrainingLoop, seeded
+from clproto.training.loop import (DivergedError, TrainingConfig, TrainingEvent, TrainingLoop, seeded,
+                                   without_step_loss)
 from clproto.training.pretrained import IDENTITY_SCALING, file_hash, is_pretrained, load_pretrained, resolve
 
 # BaseTrainingConfig and config_identity (and the two constants) were defined here before the split (issue 11):
@@ -146,11 +147,12 @@ def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
 def _accuracy(net: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, normalization: Normalization,
               batch: int) -> float:
     net.eval()
-    correct = 0
+    device = next(head.parameters()).device  # where the network is trained
+    correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device, read once
     for i in range(0, len(x), batch):
-        pred = head(net(to_input(x[i:i + batch], normalization))).argmax(1)  # (B,)
-        correct += int((pred == y[i:i + batch]).sum())
-    return correct / max(len(x), 1)
+        pred = head(net(to_input(x[i:i + batch].to(device), normalization))).argmax(1)  # (B,)
+        correct += (pred == y[i:i + batch].to(device)).sum()
+    return int(correct) / max(len(x), 1)
 
 
 def loop_config(config: BaseTrainingConfig) -> TrainingConfig:
@@ -162,8 +164,10 @@ def loop_config(config: BaseTrainingConfig) -> TrainingConfig:
                           crop_padding=config.crop_padding, flip=config.flip)
 
 
+@without_step_loss
 class _EpochRecord:
-    """A listener of the loop: training accuracy per step; after every epoch, validation and the best weights so far."""
+    """A listener of the loop: training accuracy per step (counted on the device, read once per epoch); after
+    every epoch, validation and the best weights so far."""
 
     def __init__(self, *, net: nn.Module, head: nn.Module, x_va: torch.Tensor, y_va: torch.Tensor,
                  normalization: Normalization, n_train: int) -> None:
@@ -178,11 +182,11 @@ class _EpochRecord:
         if event.kind == "epoch_start":
             self._correct, self._lr, self._t0 = 0, event.lr, time.perf_counter()
         elif event.kind == "step":
-            self._correct += int((event.scores.argmax(1) == event.targets).sum())
+            self._correct = self._correct + (event.scores.argmax(1) == event.targets).sum()  # no host read
         elif event.kind == "epoch_end":
             val_acc = (_accuracy(self.net, self.head, self.x_va, self.y_va, self.normalization, 512)
                        if len(self.x_va) else None)
-            self.history.append({"epoch": event.epoch, "loss": event.loss, "train_acc": self._correct / self.n_train,
+            self.history.append({"epoch": event.epoch, "loss": event.loss, "train_acc": int(self._correct) / self.n_train,
                                  "val_acc": val_acc, "lr": self._lr, "seconds": time.perf_counter() - self._t0})
             score = val_acc if val_acc is not None else float(event.epoch)  # without validation: keep the last epoch
             if score >= self.best[0]:
@@ -244,11 +248,12 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
                               field="backbone.architecture", value=cfg.architecture, expected="RGB or greyscale images")
         init_hash = file_hash(resolve(cfg.architecture, models_root=models_root, where=where))
         net = load_pretrained(cfg.architecture, side=int(x_all.shape[1]), models_root=models_root, where=where)
-    with seeded(cfg.seed):
+    device = context.resolved().torch_device  # where the network trains (initialisations drawn on the CPU)
+    with seeded(cfg.seed, device):
         if not pretrained:
             net = build_network(cfg.architecture, in_channels=channels, where=where)
-        net = net.to(memory_format=torch.channels_last)
-        head = CosineClassifier(in_features=net.feature_dim, num_classes=len(classes), scale=cfg.scale)
+        net = net.to(memory_format=torch.channels_last).to(device)
+        head = CosineClassifier(in_features=net.feature_dim, num_classes=len(classes), scale=cfg.scale).to(device)
     loop = TrainingLoop(config=loop_config(cfg), seed=cfg.seed, context=context, normalization=normalization,
                         merge_lone_batch=False)
     record = _EpochRecord(net=net, head=head, x_va=x_va, y_va=y_va, normalization=normalization, n_train=len(x_tr))
@@ -272,7 +277,7 @@ def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTr
                             expected="a smaller lr in the base-trained backbone") from None
 
     best_val, best_epoch, best_state = record.best
-    state = {k: v.contiguous() for k, v in best_state.items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in best_state.items()}  # cached on the CPU, any device
     return TrainedBase(config=cfg, state_dict=state, in_channels=channels, mean=mean.tolist(),
                        std=std.tolist(), classes=classes, history=record.history, best_epoch=best_epoch,
                        best_val_accuracy=best_val if len(x_va) else None, init_hash=init_hash)

@@ -45,28 +45,30 @@ class Normalization:
         """Pixel values 0..255 (uint8 or float, channels along ``channel_dim``) -> standardised float32, same shape."""
         shape = [1] * x.dim()
         shape[channel_dim] = len(self.mean)
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(shape)  # broadcast over every dim but the channels
-        std = torch.tensor(self.std, dtype=torch.float32).view(shape)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(shape)  # broadcast over all but channels
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(shape)
         return (x.float() / 255.0 - mean) / std
 
 
 def augment(x: torch.Tensor, *, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
     """Random crop after zero padding, then random horizontal flip; uint8 in, uint8 out.
 
-    ``x`` is ``(B, H, W, C)`` uint8; every sample draws its own offsets and flip from ``generator``
-    (in this order: B top offsets, B left offsets, B flips).
+    ``x`` is ``(B, H, W, C)`` uint8 on any device; every sample draws its own offsets and flip from ``generator``
+    (in this order: B top offsets, B left offsets, B flips). The draws come from the generator (a CPU one) and
+    are moved to ``x``'s device, so the same generator gives the same crops and flips on every device.
     """
     B, H, W, C = x.shape
     if padding > 0:
         padded = x.new_zeros(B, H + 2 * padding, W + 2 * padding, C)  # (B, H+2p, W+2p, C)
         padded[:, padding:padding + H, padding:padding + W] = x
-        oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator)  # (B,) top offsets
-        ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator)  # (B,) left offsets
-        rows = (oy[:, None] + torch.arange(H))[:, :, None]  # (B, H, 1)
-        cols = (ox[:, None] + torch.arange(W))[:, None, :]  # (B, 1, W)
-        x = padded[torch.arange(B)[:, None, None], rows, cols]  # (B, H, W, C)
+        dev = x.device
+        oy = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(dev)  # (B,) top offsets
+        ox = torch.randint(0, 2 * padding + 1, (B,), generator=generator).to(dev)  # (B,) left offsets
+        rows = (oy[:, None] + torch.arange(H, device=dev))[:, :, None]  # (B, H, 1)
+        cols = (ox[:, None] + torch.arange(W, device=dev))[:, None, :]  # (B, 1, W)
+        x = padded[torch.arange(B, device=dev)[:, None, None], rows, cols]  # (B, H, W, C)
     if flip:
-        mirror = torch.rand(B, generator=generator) < 0.5  # (B,)
+        mirror = (torch.rand(B, generator=generator) < 0.5).to(x.device)  # (B,)
         x = torch.where(mirror[:, None, None, None], x.flip(2), x)
     return x
 

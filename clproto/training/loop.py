@@ -16,6 +16,16 @@ network it trains. The loop creates no threads of its own: ``torch.set_num_threa
 ``--threads``) decides the parallelism. A non-finite loss stops training at once with
 :class:`DivergedError` naming the experience, epoch and step; the runner's checkpoint of the
 previous experience is left untouched.
+
+Devices (:mod:`clproto.devices`): the loop runs where its context says (``context.torch_device``): the
+experience's images and labels are moved there once, the modules are placed there (channels-last conv nets
+on CUDA), augmentation runs there (its random draws still come from the loop's CPU generator, so shuffles
+and crops are the same on every device), and the loss is computed under ``context.autocast()`` (bf16/fp16;
+fp16 with a :class:`torch.amp.GradScaler`, bf16 without). The step's loss is read back to the host only
+every ``check_every`` steps (1 on the CPU, where reading is free; 8 on accelerators), or every step when a
+listener wants step events: a non-finite loss is then caught at most ``check_every - 1`` steps late, and
+the error names the step where it first appeared. ``compile``: the caller may pass a network through
+:func:`maybe_compile` (``torch.compile``).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import torch
 import torch.nn as nn
 
 from clproto.context import RunContext
+from clproto.devices import fork_rng, place
 from clproto.errors import ConfigError
 from clproto.progress import progress_bar
 from clproto.training.inputs import Normalization, augment, to_input
@@ -77,6 +88,9 @@ class TrainingConfig:
     gamma: float = 0.1  # "step": decay factor
     crop_padding: int = 4  # random crop after zero padding by this many pixels (0 = no crop)
     flip: bool = True  # random horizontal flip (turn off for digits)
+    # torch.compile the strategy's network (faster steps on CUDA after a compilation pause; numbers may differ in
+    # the last bits); left out of the run identity while false, so identities recorded before it existed hold
+    compile: bool = field(default=False, metadata={"omit_when_default": True})
 
     def __post_init__(self) -> None:
         from clproto.nets import ARCHITECTURES
@@ -103,6 +117,8 @@ class TrainingConfig:
             raise ConfigError("must lie in (0, 1]", field="gamma", value=self.gamma)
         if any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in self.milestones):
             raise ConfigError("milestones must be positive epoch numbers", field="milestones", value=self.milestones)
+        if not isinstance(self.compile, bool):
+            raise ConfigError("must be true or false", field="compile", value=self.compile)
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -145,17 +161,40 @@ def batches(n: int, batch_size: int, generator: torch.Generator, *, merge_lone: 
 
 
 # --------------------------------------------------------------------------- the loop
+def epochs_only(listener: Callable[[TrainingEvent], None]) -> Callable[[TrainingEvent], None]:
+    """Mark ``listener`` as wanting no ``step`` events: without a step listener the loop reads the loss back to
+    the host only every ``check_every`` steps (no per-step synchronisation on an accelerator)."""
+    listener.wants_steps = False
+    return listener
+
+
+def without_step_loss(listener: Callable[[TrainingEvent], None]) -> Callable[[TrainingEvent], None]:
+    """Mark ``listener`` as wanting ``step`` events but not their ``loss`` (it reads inputs, targets or scores):
+    the loss is then not read back every step, and a step event carries ``nan`` unless it was read anyway."""
+    listener.wants_step_loss = False
+    return listener
+
+
+def maybe_compile(module: nn.Module, enabled: bool) -> nn.Module:
+    """``torch.compile(module)`` when ``enabled`` (the strategy's ``compile = true``), else ``module`` itself.
+    The compiled module shares the parameters of ``module`` (train it, checkpoint ``module``)."""
+    return torch.compile(module) if enabled else module
+
+
 class TrainingLoop:
     """Runs the epochs of one experience; holds the seeded generator (its only state). Keyword-only."""
 
     def __init__(self, *, config: TrainingConfig, seed: int, context: RunContext = RunContext(),
                  normalization: Normalization = Normalization(), merge_lone_batch: bool = True) -> None:
         self.config = config
-        self.context = context  # progress bars and the run's listeners
+        self.context = context.resolved()  # device, precision, progress bars and the run's listeners
+        self.device = self.context.torch_device  # where the modules, batches and augmentation live
         self.normalization = normalization  # input scaling of the trained network (predictions must use it too)
         # a trailing one-sample batch joins the previous one; base-session training keeps it alone (as it always did)
         self.merge_lone_batch = merge_lone_batch
         self.generator = torch.Generator().manual_seed(seed)  # shuffles and augmentation; seed: the caller's
+        # steps between reads of the loss on the host (divergence check); every step on the CPU, where it is free
+        self.check_every = 1 if self.device.type == "cpu" else 8
         # called with a TrainingEvent at every epoch start/end and after every step; public on purpose
         # (ClprotoTemplate attaches one for the duration of a fit); not part of the checkpoint. The
         # context's listeners are told first.
@@ -165,32 +204,56 @@ class TrainingLoop:
         for listener in (*self.context.listeners, *self.listeners):
             listener(event)
 
+    def _wants_steps(self) -> tuple[bool, bool]:
+        """(tell step events at all, read the loss back every step for them)."""
+        steps = [f for f in (*self.context.listeners, *self.listeners) if getattr(f, "wants_steps", True)]
+        return bool(steps), any(getattr(f, "wants_step_loss", True) for f in steps)
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
 
+    def place(self, module: nn.Module) -> nn.Module:
+        """``module`` on the loop's device (channels-last conv nets on CUDA): strategies place what they build."""
+        return place(module, self.device)
+
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, H, W, C)`` -> the network's float input ``(B, C, H, W)``, no augmentation (predictions)."""
-        return to_input(x, self.normalization)
+        """uint8 ``(B, H, W, C)`` -> the network's float input ``(B, C, H, W)`` on the loop's device, no
+        augmentation (predictions)."""
+        return to_input(x.to(self.device, non_blocking=True), self.normalization)
 
     def views(self, x: torch.Tensor, count: int) -> list[torch.Tensor]:
-        """``count`` augmented float views ``(B, C, H, W)`` of uint8 images ``(B, H, W, C)``."""
+        """``count`` augmented float views ``(B, C, H, W)`` of uint8 images ``(B, H, W, C)`` (on x's device)."""
         cfg = self.config
         if cfg.crop_padding == 0 and not cfg.flip:
-            return [self.to_input(x)] * count
-        return [self.to_input(augment(x, padding=cfg.crop_padding, flip=cfg.flip, generator=self.generator))
-                for _ in range(count)]
+            return [to_input(x, self.normalization)] * count
+        return [to_input(augment(x, padding=cfg.crop_padding, flip=cfg.flip, generator=self.generator),
+                         self.normalization) for _ in range(count)]
+
+    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:  # fp16: scaled loss, unscaled gradients before the step (skipped on inf/nan gradients)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
     def run(self, *, modules: list[nn.Module], groups: list[dict], x: torch.Tensor, y: torch.Tensor,
             loss_fn: LossFn, views: int = 1, experience: int = 0, desc: str = "train") -> list[float]:
         """Train ``modules`` (put in train mode at every epoch) on uint8 images ``x`` (N, H, W, C), labels ``y`` (N,).
 
-        ``groups`` are the optimiser's parameter groups. Returns the mean loss of every epoch.
+        ``groups`` are the optimiser's parameter groups (parameters on the loop's device: strategies build
+        their networks with :meth:`place`). Returns the mean loss of every epoch.
         """
         cfg = self.config
+        device = self.device
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # the experience, moved once
         optimizer = build_optimizer(cfg, groups)
+        scaler = torch.amp.GradScaler(device.type) if self.context.precision == "fp16" else None
         base_lrs = [g["lr"] for g in optimizer.param_groups]
         per_step = None  # "cosine-steps": torch's cosine annealing over every step of this experience, to 0
         if cfg.schedule == "cosine-steps":
@@ -198,6 +261,7 @@ class TrainingLoop:
             per_step = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         epoch_losses: list[float] = []
         step = 0
+        step_events, step_loss = self._wants_steps()
         for epoch in progress_bar(range(cfg.epochs), desc=f"{desc} exp {experience}", enabled=self.context.progress,
                                   unit="epoch"):
             for m in modules:  # listeners may have evaluated them between epochs
@@ -206,40 +270,59 @@ class TrainingLoop:
                 factor = lr_factor(cfg, epoch)
                 for g, lr in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = lr * factor
-            total, count = 0.0, 0
+            sums = [0.0, 0]  # sample-weighted loss, samples
+            pending: list[tuple[int, torch.Tensor, int]] = []  # (step, detached loss, batch size) not read yet
             self._tell(TrainingEvent("epoch_start", experience, epoch, step, lr=optimizer.param_groups[0]["lr"]))
             for idx in batches(len(y), cfg.batch_size, self.generator, merge_lone=self.merge_lone_batch):
+                idx = idx.to(device, non_blocking=True)
                 inputs = self.views(x[idx], views)  # views × (B, C, H, W)
-                out = loss_fn(inputs, y[idx])
+                with self.context.autocast():
+                    out = loss_fn(inputs, y[idx])
                 loss, scores = out if isinstance(out, tuple) else (out, None)
-                value = loss.item()
-                if not math.isfinite(value):
-                    raise DivergedError(
-                        f"training diverged: the loss is {value} at experience {experience}, epoch {epoch}, "
-                        f"step {step}; the run stopped and the checkpoint of the previous experience is kept",
-                        field="params.lr", value=cfg.lr, expected="a smaller learning rate (or check the inputs)",
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                pending.append((step, loss.detach().float(), len(idx)))
+                value = float("nan")  # this step's loss, when read now
+                if step_loss or len(pending) >= self.check_every:
+                    value = self._read(pending, sums, experience=experience, epoch=epoch)
+                self._step(loss, optimizer, scaler)
                 if per_step is not None:
                     per_step.step()
-                total += value * len(idx)
-                count += len(idx)
                 step += 1
-                if self.listeners or self.context.listeners:
+                if step_events:
                     self._tell(TrainingEvent("step", experience, epoch, step, value, inputs[0], y[idx], scores))
-            epoch_losses.append(total / max(count, 1))
+            self._read(pending, sums, experience=experience, epoch=epoch)
+            epoch_losses.append(sums[0] / max(sums[1], 1))
             self._tell(TrainingEvent("epoch_end", experience, epoch, step, epoch_losses[-1]))
         optimizer.zero_grad(set_to_none=True)  # leave no stale gradients on the strategy's parameters
         for m in modules:
             m.eval()
         return epoch_losses
 
+    def _read(self, pending: list, sums: list, *, experience: int, epoch: int) -> float:
+        """Read the pending losses to the host (one synchronisation), add them to ``sums`` in step order and
+        return the last; the first non-finite one is a DivergedError naming its step."""
+        if not pending:
+            return float("nan")
+        values = torch.stack([p[1] for p in pending]).tolist()
+        for i, ((step, _, n), value) in enumerate(zip(pending, values)):
+            if not math.isfinite(value):
+                late = len(pending) - 1 - i
+                raise DivergedError(
+                    f"training diverged: the loss is {value} at experience {experience}, epoch {epoch}, "
+                    f"step {step}; the run stopped and the checkpoint of the previous experience is kept"
+                    + (f" (noticed {late} step(s) later: the loss is read every {self.check_every} steps)"
+                       if late else ""),
+                    field="params.lr", value=self.config.lr, expected="a smaller learning rate (or check the inputs)",
+                )
+            sums[0] += value * n
+            sums[1] += n
+        pending.clear()
+        return values[-1]
+
 
 @contextlib.contextmanager
-def seeded(seed: int):
-    """Draw parameter initialisations from ``seed`` alone, leaving the global torch RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
+def seeded(seed: int, device=None):
+    """Draw parameter initialisations from ``seed`` alone, leaving the global torch RNG (and, on CUDA, the
+    generator of ``device``) untouched. Initialisations are drawn on the CPU, then moved: the same on every device."""
+    with fork_rng(device if device is not None else "cpu"):
         torch.manual_seed(seed)
         yield
