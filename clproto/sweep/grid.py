@@ -6,6 +6,7 @@ A sweep file has an optional ``[sweep]`` table (defaults for every grid) and one
     [sweep]
     seeds = [0, 1, 2, 3, 4]
     set = ["scenario.test_per_class=100"]          # applied to every run
+    gpus_per_run = 0.5                             # optional: GPUs (and cpus_per_run: CPUs) each run asks for
 
     [[grid]]
     scenarios = ["../scenarios/split-digits.toml"]  # relative to this file
@@ -50,6 +51,8 @@ class SweepConfig:
     seeds: list = field(default_factory=lambda: [0])  # default seeds of every grid
     set: list = field(default_factory=list)  # overrides applied to every grid
     description: str = ""  # free text
+    cpus_per_run: Optional[int] = None  # CPUs (torch threads) of each run; None: --threads, else cores / jobs
+    gpus_per_run: float = 0.0  # GPUs of each run (a fraction shares one); --gpus-per-run overrides (clproto.sweep.resources)
 
 
 def load_sweep(path: str | os.PathLike) -> tuple[SweepConfig, list[GridConfig]]:
