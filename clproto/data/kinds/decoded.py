@@ -32,7 +32,7 @@ from clproto.errors import ConfigError
 
 DECODE_VERSION = "2"  # bump when the decoding below changes, to invalidate decoded caches
 FITS = ("crop", "stretch")
-RELEASE_EVERY = 256  # decoded images between two releases of the written pages (clproto.pages): RSS stays bounded
+RELEASE_BYTES = 32 << 20  # decoded bytes between two releases of the written pages (clproto.pages): RSS stays bounded
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,7 @@ def _decode_into(folder: Path, split: str, src: Source, members: list[tuple[str,
     x = open_array(folder / f"{split}_x.npy", dtype=np.uint8, shape=(len(members), *first.shape),
                    entry=entry)  # (N, H, W, 3), disk space reserved before a byte is written
     y = np.array([label_of[cid] for cid, _ in members], dtype=np.int64)  # (N,)
+    every = max(1, RELEASE_BYTES // max(1, first.nbytes))  # images per release
     bar = progress_bar(range(len(members)), desc=f"decode {src.path.name} {split}", enabled=progress, unit="img")
     for i in bar:
         arr = first if i == 0 else decode_image(src, members[i][1], size)
@@ -118,8 +119,8 @@ def _decode_into(folder: Path, split: str, src: Source, members: list[tuple[str,
                 expected="all images of one size, or a size to resize them to (e.g. ?size=224)",
             )
         x[i] = arr
-        if (i + 1) % RELEASE_EVERY == 0:  # written pages leave the resident set (they stay in the page cache)
-            release_rows(x, i + 1 - RELEASE_EVERY, i + 1)
+        if (i + 1) % every == 0:  # written pages leave the resident set (they stay in the page cache)
+            release_rows(x, i + 1 - every, i + 1)
     release_all(x)
     np.save(folder / f"{split}_y.npy", y, allow_pickle=False)
     return {f"{split}_x": x, f"{split}_y": np.load(folder / f"{split}_y.npy", mmap_mode="r")}
