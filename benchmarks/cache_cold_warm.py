@@ -90,7 +90,7 @@ def child(mode: str, spec: str, cache: str) -> dict:
         ds = runner.dataset(spec)
         out["note"] = result.notes[0]
         out["final_accuracy"] = result.metrics.final_accuracy
-        feats = runner.features(ds, BACKBONE)[0]
+        feats = runner.features(ds, BACKBONE).features
         out["features_bytes"] = int(feats.train_x.nbytes + feats.test_x.nbytes)
     out["seconds"] = time.perf_counter() - t0
     out["tracemalloc_peak"] = tracemalloc.get_traced_memory()[1]
