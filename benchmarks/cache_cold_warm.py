@@ -90,7 +90,7 @@ def child(mode: str, spec: str, cache: str) -> dict:
         ds = runner.dataset(spec)
         out["note"] = result.notes[0]
         out["final_accuracy"] = result.metrics.final_accuracy
-        feats = runner.features(ds, BACKBONE)[0]
+        feats = runner.features(ds, BACKBONE).features
         out["features_bytes"] = int(feats.train_x.nbytes + feats.test_x.nbytes)
     out["seconds"] = time.perf_counter() - t0
     out["tracemalloc_peak"] = tracemalloc.get_traced_memory()[1]
@@ -120,8 +120,9 @@ def subset_zip(source: Path, target: Path, train: int, test: int) -> None:
             dst.writestr(name, src.read(name))
 
 
-def run_child(mode: str, spec: str, cache: str, env: dict) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--spec", spec, "--cache", cache]
+def run_child(mode: str, spec: str, cache: str, env: dict, threads: int | None = None) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--spec", spec, "--cache", cache,
+           *(["--threads", str(threads)] if threads else [])]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -137,11 +138,16 @@ def main() -> int:
     ap.add_argument("--steps", nargs="+", default=["decode", "floor", "cold", "warm", "floor"],
                     choices=("decode", "floor", "cold", "warm"),
                     help="measurements to run, in order (default: decode floor cold warm floor)")
+    ap.add_argument("--threads", type=int, metavar="N", help="torch threads of every step (default: torch's, all cores)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--spec", help=argparse.SUPPRESS)
     ap.add_argument("--cache", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         print(json.dumps(child(args.child, args.spec, args.cache)))
         return 0
 
@@ -164,7 +170,7 @@ def main() -> int:
         print(f"data {spec} ; backbone {BACKBONE} ; every step in a fresh process")
         rows = []
         for mode in args.steps:
-            r = run_child(mode, spec, cache, env)
+            r = run_child(mode, spec, cache, env, args.threads)
             rows.append(r)
             extra = f"  [{r['note']}]" if "note" in r else ""
             print(f"{mode:<7} {r['seconds']:8.1f}s  {r['images']} images, {r['threads']} threads, "

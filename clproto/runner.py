@@ -157,7 +157,7 @@ class Runner:
 
     def _build_context(self, where: str, scenario: Optional[Scenario] = None) -> BuildContext:
         return BuildContext(models_root=self.models_root, cache_dir=self.cache_dir, progress=self.progress,
-                            where=where, scenario=scenario)
+                            where=where, scenario=scenario, run=self.run_context(0))  # run: device, precision
 
     def check(self, scenario: ScenarioConfig, strategy: ResolvedStrategy, seed: int, *, where: str = "scenario") -> None:
         """Validate a run without running it (builds the scenario, resolves the backbone).

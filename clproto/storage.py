@@ -19,7 +19,8 @@ Arrays written through a memory map get their disk space reserved first (:func:`
 needed, instead of a SIGBUS in the middle of a write. Any failed write removes its temporary file
 or folder. What the entries hold and where they live is the business of their users
 (:mod:`clproto.features.cache`, :mod:`clproto.data.kinds.decoded`). This module imports nothing else
-from clproto but the error type.
+from clproto but the error type and the leaf :mod:`clproto.pages` (memory-mapped pages released as a
+checksum streams over them).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 
 from clproto.errors import ConfigError
+from clproto.pages import release_bytes
 
 CACHE_FORMAT = "1"  # bump when the entry layout changes (it is part of every feature key too)
 META = "meta.json"
@@ -104,6 +106,7 @@ def checksum(array: np.ndarray, *, chunk: int = 1 << 24) -> str:
     flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
     for s in range(0, len(flat), chunk):
         h.update(flat[s:s + chunk].data)
+        release_bytes(array, s, s + chunk)  # a memory map's pages leave the resident set as they are hashed
     return h.hexdigest()
 
 

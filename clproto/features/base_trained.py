@@ -45,12 +45,14 @@ import hashlib
 import json
 import os
 import time
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from clproto.context import RunContext
+from clproto.devices import context_identity
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
@@ -93,15 +95,29 @@ class BaseTrainedBackbone:
         return out
 
 
-def training_key(dataset: Dataset, train_indices: np.ndarray, config: BaseTrainingConfig, *, init_hash: str = "") -> str:
-    """The trained weights' cache key; ``init_hash``: the content hash of the TorchScript file fine-tuned, if any."""
+def training_key(dataset: Dataset, train_indices: np.ndarray, config: BaseTrainingConfig, *, init_hash: str = "",
+                 compute: Optional[dict] = None) -> str:
+    """The trained weights' cache key; ``init_hash``: the content hash of the TorchScript file fine-tuned, if any;
+    ``compute``: :func:`clproto.devices.compute_identity` of the training context — None at cpu/fp32, so the keys
+    of every backbone trained before devices existed are unchanged, and weights trained on a GPU or in bf16 are
+    never served to a CPU/fp32 run."""
     h = hashlib.blake2b(f"base-trained-v{FORMAT}".encode(), digest_size=16)
     h.update(dataset.identity.encode())
     h.update(np.asarray(train_indices, dtype=np.int64).tobytes())
     h.update(json.dumps(config_identity(config), sort_keys=True).encode())
     if init_hash:
         h.update(f"init:{init_hash}".encode())
+    if compute:
+        h.update(f"compute:{json.dumps(compute, sort_keys=True)}".encode())
     return h.hexdigest()
+
+
+def training_context(run: Optional[RunContext], *, progress: bool) -> RunContext:
+    """The context base training runs in: the run's device, precision and determinism (CPU, fp32 without a run)."""
+    if run is None:
+        return RunContext(progress=progress)
+    run = run.resolved()
+    return RunContext(progress=progress, device=run.device, precision=run.precision, deterministic=run.deterministic)
 
 
 def init_hash_of(config: BaseTrainingConfig, *, models_root: str | os.PathLike | None = None,
@@ -113,10 +129,13 @@ def init_hash_of(config: BaseTrainingConfig, *, models_root: str | os.PathLike |
 
 
 def checkpoint_path(scenario: Scenario, config: BaseTrainingConfig, *, cache_dir: str | os.PathLike | None = None,
-                    models_root: str | os.PathLike | None = None, where: str | None = None) -> Path:
-    """Where the backbone trained on ``scenario``'s base session is cached (``.pt``; a ``.json`` training log beside it)."""
+                    models_root: str | os.PathLike | None = None, where: str | None = None,
+                    run: Optional[RunContext] = None) -> Path:
+    """Where the backbone trained on ``scenario``'s base session is cached (``.pt``; a ``.json`` training log beside
+    it); ``run``: the run's context (its device and precision train the network; None: CPU, fp32)."""
     key = training_key(scenario.dataset, scenario[0].train_indices, config,
-                       init_hash=init_hash_of(config, models_root=models_root, where=where))
+                       init_hash=init_hash_of(config, models_root=models_root, where=where),
+                       compute=context_identity(training_context(run, progress=False)))
     label = file_label(config.architecture) if is_pretrained(config.architecture) else config.architecture
     return default_cache_root(cache_dir) / "base-trained" / f"{label}-{key}.pt"
 
@@ -141,7 +160,7 @@ def build_base_trained(config: BaseTrainingConfig, context: BuildContext) -> Bui
                           where=context.where, field="backbone", value=shorthand(config),
                           expected="Runner.features(..., scenario=...) or clproto run")
     return load_or_train(context.scenario, config, cache_dir=context.cache_dir, models_root=context.models_root,
-                         progress=context.progress, where=context.where)
+                         progress=context.progress, where=context.where, run=context.run)
 
 
 def base_session_key(config: BaseTrainingConfig, scenario: Scenario, *, where: str | None = None) -> str:
@@ -152,8 +171,9 @@ def base_session_key(config: BaseTrainingConfig, scenario: Scenario, *, where: s
 
 def load_or_train(scenario: Scenario, config: BaseTrainingConfig, *, cache_dir: str | os.PathLike | None = None,
                   models_root: str | os.PathLike | None = None, progress: bool = True,
-                  where: str | None = None) -> Built:
-    """The backbone trained on ``scenario``'s base session, from the cache or trained now (then cached).
+                  where: str | None = None, run: Optional[RunContext] = None) -> Built:
+    """The backbone trained on ``scenario``'s base session, from the cache or trained now (then cached) on the
+    run's device and precision (``run``; None: CPU, fp32).
 
     A cached entry that cannot be read, or whose weights do not fit the network, is moved aside and trained again.
     """
@@ -162,7 +182,7 @@ def load_or_train(scenario: Scenario, config: BaseTrainingConfig, *, cache_dir: 
         raise ConfigError("a base-trained backbone needs an image dataset", where=where, field="backbone",
                           value=shorthand(config))
     base = scenario[0]
-    path = checkpoint_path(scenario, config, cache_dir=cache_dir, models_root=models_root, where=where)
+    path = checkpoint_path(scenario, config, cache_dir=cache_dir, models_root=models_root, where=where, run=run)
     trained = _load(path)
     backbone = None
     if trained is not None:
@@ -178,7 +198,7 @@ def load_or_train(scenario: Scenario, config: BaseTrainingConfig, *, cache_dir: 
         t0 = time.perf_counter()
         trained = train_base_session(scenario.dataset.train_x[base.train_indices],
                                      scenario.dataset.train_y[base.train_indices],
-                                     config=config, context=RunContext(progress=progress), models_root=models_root,
+                                     config=config, context=training_context(run, progress=progress), models_root=models_root,
                                      where=where)
         seconds = time.perf_counter() - t0
         state = dataclasses.asdict(trained)

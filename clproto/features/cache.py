@@ -12,7 +12,9 @@ entries moved aside and recomputed with a note, disk space reserved before memor
 Keys are content hashes:
 
 * feature key = hash(backbone identity [weights file content + preprocessing], dataset identity
-  [content hash of the zip/folder + decoder version], split, :data:`clproto.storage.CACHE_FORMAT`);
+  [content hash of the zip/folder + decoder version], split, :data:`clproto.storage.CACHE_FORMAT`
+  [, the precision when it is not fp32: bf16/fp16 features differ; fp32 keys are those of earlier versions]);
+  the device is not part of it (fp32 on CUDA runs without TF32: :mod:`clproto.features.device`);
 * decoded key = the dataset identity.
 """
 
@@ -28,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from clproto.context import RunContext
 from clproto.data.dataset import Dataset
 from clproto.data.paths import cache_root as default_cache_root
 from clproto.errors import ConfigError
+from clproto.features.device import extract_with, key_precision
 from clproto.features.result import Extraction
 from clproto.storage import (CACHE_FORMAT, META, CorruptEntry, discard_entry, note_corrupt, open_array, read_entry,
                              read_meta, write_entry)
@@ -39,8 +43,12 @@ KINDS = ("decoded", "features")
 
 
 # --------------------------------------------------------------------------- features
-def feature_key(backbone_identity: str, dataset_identity: str, split: str) -> str:
+def feature_key(backbone_identity: str, dataset_identity: str, split: str, precision: str = "") -> str:
+    """The key of one split's features; ``precision`` ("" at fp32, else e.g. "bf16") joins it only when set,
+    so every key written before precisions existed is unchanged."""
     text = f"features|{backbone_identity}|{dataset_identity}|{split}|v{CACHE_FORMAT}"
+    if precision:
+        text += f"|precision={precision}"
     return hashlib.blake2b(text.encode(), digest_size=20).hexdigest()
 
 
@@ -48,15 +56,16 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
 
 
-def feature_entry(cache: Path, backbone, dataset: Dataset, split: str) -> Path:
-    key = feature_key(backbone.identity, dataset.identity, split)
+def feature_entry(cache: Path, backbone, dataset: Dataset, split: str, context: RunContext | None = None) -> Path:
+    key = feature_key(backbone.identity, dataset.identity, split, key_precision(backbone, context))
     return cache / "features" / f"{_safe(dataset.name)}.{split}-{key[:24]}"
 
 
-def _split_features(backbone, dataset: Dataset, split: str, cache: Path, *, progress: bool) -> tuple[np.ndarray, str]:
+def _split_features(backbone, dataset: Dataset, split: str, cache: Path, *, progress: bool,
+                    context: RunContext | None = None) -> tuple[np.ndarray, str]:
     """(features, "cached" | "computed" | "computed (corrupt entry recomputed)") for one split."""
     images = dataset.train_x if split == "train" else dataset.test_x
-    entry = feature_entry(cache, backbone, dataset, split)
+    entry = feature_entry(cache, backbone, dataset, split, context)
     status = "computed"
     try:
         feats = read_entry(entry).get("features")
@@ -85,22 +94,26 @@ def _split_features(backbone, dataset: Dataset, split: str, cache: Path, *, prog
             dim = int(np.prod(images.shape[1:]))
         out = open_array(tmp / "features.npy", dtype=np.float32, shape=(len(images), dim),
                          entry=entry)  # (N, D), written batch by batch
-        backbone.extract(images, progress=progress, desc=f"features {dataset.name} {split}", out=out)
+        extract_with(backbone, images, context=context, progress=progress, desc=f"features {dataset.name} {split}",
+                     out=out)
         return {"features": out}
 
+    precision = key_precision(backbone, context)
     meta = {"kind": "features", "dataset": dataset.name, "dataset_identity": dataset.identity, "split": split,
-            "backbone": backbone.spec, "backbone_identity": backbone.identity}
+            "backbone": backbone.spec, "backbone_identity": backbone.identity,
+            **({"precision": precision} if precision else {})}
     write_entry(entry, fill=fill, meta=meta)
     return read_entry(entry, verify=False)["features"], status
 
 
 def cached_features(backbone, dataset: Dataset, *, progress: bool = True,
-                    cache_dir: str | os.PathLike | None = None) -> Extraction:
-    """Features of both splits from the cache, computing (and storing) whatever is missing."""
+                    cache_dir: str | os.PathLike | None = None, context: RunContext | None = None) -> Extraction:
+    """Features of both splits from the cache, computing (and storing) whatever is missing, on ``context``'s
+    device and precision (None: CPU, fp32)."""
     cache = default_cache_root(cache_dir)
     t0 = time.perf_counter()
-    train, s_train = _split_features(backbone, dataset, "train", cache, progress=progress)
-    test, s_test = _split_features(backbone, dataset, "test", cache, progress=progress)
+    train, s_train = _split_features(backbone, dataset, "train", cache, progress=progress, context=context)
+    test, s_test = _split_features(backbone, dataset, "test", cache, progress=progress, context=context)
     seconds = time.perf_counter() - t0
     hit = s_train == s_test == "cached"
     if hit:

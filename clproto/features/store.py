@@ -62,7 +62,8 @@ class FeatureStore:
                               field="backbone")
         t0 = time.perf_counter()
         built = kind_of(backbone).build(backbone, context)
-        got = extract_dataset_features(built.backbone, dataset, progress=context.progress, cache_dir=context.cache_dir)
+        got = extract_dataset_features(built.backbone, dataset, progress=context.progress, cache_dir=context.cache_dir,
+                                       context=context.run)
         return Extraction(features=got.features, cache_hit=got.cache_hit and not built.computed,
                           seconds=time.perf_counter() - t0,
                           note=f"{built.note}; {got.note}" if built.note else got.note)

@@ -27,6 +27,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Iterator, Optional, Protocol
 
 from clproto.errors import ConfigError
+from clproto.sweep.resources import pin_worker
 from clproto.sweep.tasks import Outcome, Task, WorkerSettings
 from clproto.sweep.worker import forget_runners, runner_for
 
@@ -102,9 +103,10 @@ class LocalBackend:
     in_process = False
     shares_files = True
 
-    def __init__(self, *, jobs: int, threads: int) -> None:
+    def __init__(self, *, jobs: int, threads: int, gpus: tuple[str, ...] = ()) -> None:
         self.jobs = jobs
         self.threads = threads
+        self.gpus = tuple(gpus)  # GPUs the workers are pinned to, round-robin (clproto.sweep.resources); () = none
         self._pool: Optional[ProcessPoolExecutor] = None
         self._settings: Optional[WorkerSettings] = None
 
@@ -114,7 +116,8 @@ class LocalBackend:
                               value=(self.jobs, self.threads))
 
     def describe(self) -> str:
-        return f"local: {self.jobs} worker process(es) x {self.threads} torch thread(s)"
+        gpus = f", pinned round-robin to GPU(s) {','.join(self.gpus)}" if self.gpus else ""
+        return f"local: {self.jobs} worker process(es) x {self.threads} torch thread(s){gpus}"
 
     def start(self, settings: WorkerSettings) -> None:
         import multiprocessing
@@ -124,8 +127,10 @@ class LocalBackend:
         # is copied mid-use. Elsewhere: spawn.
         method = "fork" if sys.platform.startswith("linux") else "spawn"
         self._settings = settings
-        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=multiprocessing.get_context(method),
-                                         initializer=_init_local_worker, initargs=(settings, os.getpid()))
+        context = multiprocessing.get_context(method)
+        counter = context.Value("i", 0)  # each new worker takes the next number: its GPU, round-robin
+        self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_init_local_worker,
+                                         initargs=(settings, os.getpid(), self.gpus, counter))
 
     def map(self, fn: TaskFn, tasks: list[Task]) -> Iterator[tuple[Task, Outcome]]:
         """At most ``jobs`` tasks in flight, so every one is running.
@@ -169,8 +174,14 @@ class LocalBackend:
             self._pool = None
 
 
-def _init_local_worker(settings: WorkerSettings, driver_pid: int) -> None:
-    """Pool worker set-up: ``threads`` torch threads, plugins loaded, and die with the sweep (even on kill -9)."""
+def _init_local_worker(settings: WorkerSettings, driver_pid: int, gpus: tuple[str, ...] = (), counter=None) -> None:
+    """Pool worker set-up: its GPU (before anything initialises CUDA), ``threads`` torch threads, plugins
+    loaded, and die with the sweep (even on kill -9)."""
+    if gpus and counter is not None:
+        with counter.get_lock():
+            index = counter.value
+            counter.value += 1
+        pin_worker(index, list(gpus))
     import torch
 
     torch.set_num_threads(settings.threads)
@@ -205,9 +216,11 @@ class RayBackend:
     in_process = False
     shares_files = False  # the driver writes config.json, log.csv and results.json from what tasks return
 
-    def __init__(self, *, address: Optional[str] = None, threads: int = 1, num_cpus: Optional[int] = None) -> None:
+    def __init__(self, *, address: Optional[str] = None, threads: int = 1, num_cpus: Optional[int] = None,
+                 gpus_per_run: float = 0.0) -> None:
         self.address = address  # None: a local Ray started here with num_cpus CPUs
         self.threads = threads  # CPUs requested per task (= torch threads per run)
+        self.gpus_per_run = gpus_per_run  # GPUs requested per task (a fraction shares one; Ray pins the task to it)
         self.num_cpus = num_cpus  # CPUs of a local Ray (None: all cores)
         self._owned = False  # whether this backend started Ray (and so shuts it down)
         self._settings_ref = None
@@ -224,7 +237,8 @@ class RayBackend:
 
     def describe(self) -> str:
         where = self.address or f"a local Ray ({self.num_cpus or 'all'} CPUs)"
-        return f"ray: {where}, {self.threads} CPU(s) per run"
+        gpus = f", {self.gpus_per_run:g} GPU(s)" if self.gpus_per_run else ""
+        return f"ray: {where}, {self.threads} CPU(s){gpus} per run"
 
     def start(self, settings: WorkerSettings) -> None:
         import ray
@@ -239,13 +253,20 @@ class RayBackend:
                 raise ConfigError(f"cannot start or connect to Ray ({exc})", where="--address",
                                   value=self.address) from None
             self._owned = True
+        if self.gpus_per_run:  # a task asking for more than the cluster has would wait forever: say so now
+            have = float(ray.cluster_resources().get("GPU", 0))
+            if have < self.gpus_per_run:
+                self.close()
+                raise ConfigError(f"the Ray cluster has {have:g} GPU(s), each run asks for {self.gpus_per_run:g}",
+                                  where="--gpus-per-run", value=self.gpus_per_run,
+                                  expected=f"at most {have:g} (0 without GPUs)")
         self._settings_ref = ray.put(settings)
 
     def map(self, fn: TaskFn, tasks: list[Task]) -> Iterator[tuple[Task, Outcome]]:
         import ray
         from ray.exceptions import RayError
 
-        remote = ray.remote(num_cpus=self.threads, max_retries=0)(_ray_execute)
+        remote = ray.remote(num_cpus=self.threads, num_gpus=self.gpus_per_run, max_retries=0)(_ray_execute)
         refs = {remote.remote(fn, pickle.dumps(task), self._settings_ref): task for task in tasks}
         while refs:
             done, _ = ray.wait(list(refs), num_returns=1)

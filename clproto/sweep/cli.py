@@ -14,6 +14,7 @@ from clproto.sweep.backends import LocalBackend, RayBackend, default_jobs
 from clproto.sweep.driver import SUMMARY_FILE, run_sweep
 from clproto.sweep.grid import GridConfig, SweepConfig, expand_grid, load_sweep
 from clproto.sweep.plan import check_out, plan
+from clproto.sweep.resources import RunResources, local_jobs, resources, visible_gpus
 from clproto.sweep.tasks import worker_settings
 
 
@@ -41,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="where runs execute (default: local)")
     p.add_argument("--address", metavar="ADDR", help="Ray cluster address (HOST:PORT, ray://HOST:PORT or auto); "
                                                      "default: start a local Ray")
+    p.add_argument("--gpus-per-run", type=float, metavar="G",
+                   help="GPUs each run asks for (a fraction shares one; default: the sweep file's gpus_per_run, else 0). "
+                        "Ray requests them per task; the local pool pins each worker to one GPU, round-robin")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether they are finished; run nothing")
     p.add_argument("--overwrite", action="store_true",
                    help="replace runs whose folder holds a different configuration (default: refuse, naming the fields)")
@@ -80,7 +84,13 @@ def cmd_sweep(args) -> int:
         print(f"{len(specs)} runs: {len(todo)} to run, {len(finished)} finished (output: {out}/)")
         return 0
     jobs = args.jobs or default_jobs()
-    threads = args.threads or max(1, default_jobs() // jobs)
+    gpus = resources(threads=1, gpus_per_run=args.gpus_per_run, file_gpus=sweep.gpus_per_run, where=where).gpus
+    pinned = visible_gpus() if gpus and args.backend == "local" else []
+    if args.backend == "local":
+        jobs = local_jobs(jobs, RunResources(gpus=gpus), pinned)  # no more runs at once than the GPUs hold
+    res = resources(threads=args.threads or max(1, default_jobs() // jobs), gpus_per_run=gpus,
+                    file_cpus=sweep.cpus_per_run, threads_given=args.threads is not None, where=where)
+    threads = res.cpus
     loggers = logger_settings(args)
     settings = worker_settings(plugins=args.plugin, threads=threads, data_root=args.data_root,
                                models_root=args.models_root, cache_dir=args.cache_dir, keep_model=args.keep_model,
@@ -90,12 +100,12 @@ def cmd_sweep(args) -> int:
                           "the Ray backend (its workers return results; the driver writes results.json and log.csv)",
                           where="--backend", value="ray", expected="--backend local, or no --keep-model/--logger")
     if args.backend == "ray":
-        backend = RayBackend(address=args.address, threads=threads, num_cpus=args.jobs)
+        backend = RayBackend(address=args.address, threads=threads, num_cpus=args.jobs, gpus_per_run=res.gpus)
     else:
         if args.address:
             raise ConfigError("--address applies to the Ray backend only", where="--address", value=args.address,
                               expected="--backend ray")
-        backend = LocalBackend(jobs=min(jobs, len(specs)), threads=threads)
+        backend = LocalBackend(jobs=min(jobs, len(specs)), threads=threads, gpus=tuple(pinned))
     summary = run_sweep(specs, out=out, backend=backend, settings=settings, progress=progress,
                         summary_name=f"sweep-{Path(args.sweep).stem}.json" if args.sweep else SUMMARY_FILE,
                         overwrite=args.overwrite)

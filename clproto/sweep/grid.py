@@ -8,6 +8,7 @@ A sweep file has an optional ``[sweep]`` table (defaults for every grid) and one
     set = ["scenario.test_per_class=100"]          # applied to every run
     device = "cuda"                                 # optional: device, precision, deterministic (README:
     precision = "bf16"                              # Devices and precision); the command line's flags win
+    gpus_per_run = 0.5                              # optional: GPUs (and cpus_per_run: CPUs) each run asks for
 
     [[grid]]
     scenarios = ["../scenarios/split-digits.toml"]  # relative to this file
@@ -55,6 +56,8 @@ class SweepConfig:
     device: str = "cpu"  # auto | cpu | cuda | cuda:N | mps for every run (--device wins)
     precision: str = "fp32"  # fp32 | bf16 | fp16 for every run (--precision wins)
     deterministic: bool = False  # CUDA: deterministic algorithms (--deterministic wins)
+    cpus_per_run: Optional[int] = None  # CPUs (torch threads) of each run; None: --threads, else cores / jobs
+    gpus_per_run: float = 0.0  # GPUs of each run (a fraction shares one); --gpus-per-run overrides (clproto.sweep.resources)
 
 
 def load_sweep(path: str | os.PathLike) -> tuple[SweepConfig, list[GridConfig]]:

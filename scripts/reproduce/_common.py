@@ -44,6 +44,7 @@ import numpy as np  # noqa: E402
 
 import clproto  # noqa: E402
 from clproto import ConfigError, RunResult  # noqa: E402
+from clproto.cli_common import add_compute, compute_settings  # noqa: E402
 from clproto.config import run_hash  # noqa: E402
 from clproto.storage import write_json_atomic, write_text_atomic  # noqa: E402
 from clproto.runner import resolved_config, run_dir  # noqa: E402
@@ -153,6 +154,7 @@ def build_parser(repro: Reproduction, doc: str) -> argparse.ArgumentParser:
                    help="one tiny epoch on a few images and the first seed only, to check the script end to end "
                         "(numbers not checked)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_compute(p)  # --device / --precision / --deterministic, as `clproto run` (README: Devices and precision)
     if repro.replaceable_backbone:
         p.add_argument("--backbone", metavar="SPEC",
                        help="replace the definitions' backbone, e.g. local weights "
@@ -334,8 +336,10 @@ def _run(repro: Reproduction, args: argparse.Namespace) -> int:
             raise ConfigError("must be at least 1", where="--threads", value=args.threads)
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    device, precision, deterministic = compute_settings(args)
     runner = clproto.Runner(data_root=args.data_root, models_root=args.models_root, cache_dir=args.cache_dir,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, device=device, precision=precision,
+                            deterministic=deterministic)
     scenario, strategies = definitions(repro, args, runner)
     if args.smoke:
         args.seeds = args.seeds[:1]

@@ -253,3 +253,17 @@ def test_the_fine_tuned_mobilenet_definitions_share_one_backbone_and_the_sweep_p
     assert len(specs) == 20 and {s.seed for s in specs} == {0, 1, 2, 3, 4}
     frozen = [s for s in specs if s.strategy.name.endswith("-frozen")]
     assert {s.config["strategy"]["backbone"] for s in frozen} == {"torchscript:mobilenet_v1_0.5_160_imagenet.pt"}
+
+
+def test_weights_trained_at_another_precision_have_their_own_cache_entry(tiny_dataset, tmp_path):
+    """Base training runs on the run's device and precision: bf16 weights are never served to a CPU/fp32 run,
+    and the key of a CPU/fp32 training is the one it had before devices existed."""
+    cfg = BaseTrainingConfig(architecture="resnet20", epochs=8, image_size=32)
+    sc = build_scenario(ScenarioConfig(name="fs", dataset="tiny", kind="few-shot", base_classes=4, ways=2, shots=3),
+                        tiny_dataset, seed=0)
+    default = checkpoint_path(sc, cfg, cache_dir=tmp_path)
+    assert checkpoint_path(sc, cfg, cache_dir=tmp_path, run=RunContext(device="cpu", precision="fp32")) == default
+    assert checkpoint_path(sc, cfg, cache_dir=tmp_path, run=RunContext(device="auto")) == default  # auto = cpu here
+    bf16 = checkpoint_path(sc, cfg, cache_dir=tmp_path, run=RunContext(precision="bf16"))
+    assert bf16 != default and bf16.parent == default.parent
+    assert training_key(tiny_dataset, np.arange(10), cfg, compute=None) == "18ec250e48f820db4d6899f66d750a85"

@@ -3,7 +3,9 @@
 A reader lists an image source (:class:`Listing`: class ids, names, train/test members); the images
 are decoded straight into ``.npy`` files under ``<cache root>/decoded/<name>-<key>/`` (key: the zip's
 or folder's content hash, :data:`DECODE_VERSION` and the decoding options; see :mod:`clproto.features.cache`;
-entries are written and checked by :mod:`clproto.storage`), so neither decoding nor loading holds a second copy in RAM.
+entries are written and checked by :mod:`clproto.storage`), so neither decoding nor loading holds a second copy in RAM;
+written pages are handed back as decoding goes (:mod:`clproto.pages`), so a store larger than RAM decodes
+with a bounded resident set, and readers stream it per batch (:mod:`clproto.features.batches`).
 
 Images are kept as stored (``size = 0``: every image must then have the same size) or resized on
 decode to ``size`` x ``size`` (:class:`ImageSize`): ``fit = "crop"`` scales the shorter side to
@@ -30,6 +32,7 @@ from clproto.errors import ConfigError
 
 DECODE_VERSION = "2"  # bump when the decoding below changes, to invalidate decoded caches
 FITS = ("crop", "stretch")
+RELEASE_BYTES = 32 << 20  # decoded bytes between two releases of the written pages (clproto.pages): RSS stays bounded
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ def _resized(im, size: ImageSize):
 def _decode_into(folder: Path, split: str, src: Source, members: list[tuple[str, str]], label_of: dict[str, int],
                  size: ImageSize, progress: bool, entry: Path) -> dict[str, np.ndarray]:
     """Decode ``members`` straight into ``<folder>/<split>_x.npy`` (a memory map: no second copy in RAM)."""
+    from clproto.pages import release_all, release_rows
     from clproto.storage import open_array
     from clproto.progress import progress_bar
 
@@ -103,6 +107,7 @@ def _decode_into(folder: Path, split: str, src: Source, members: list[tuple[str,
     x = open_array(folder / f"{split}_x.npy", dtype=np.uint8, shape=(len(members), *first.shape),
                    entry=entry)  # (N, H, W, 3), disk space reserved before a byte is written
     y = np.array([label_of[cid] for cid, _ in members], dtype=np.int64)  # (N,)
+    every = max(1, RELEASE_BYTES // max(1, first.nbytes))  # images per release
     bar = progress_bar(range(len(members)), desc=f"decode {src.path.name} {split}", enabled=progress, unit="img")
     for i in bar:
         arr = first if i == 0 else decode_image(src, members[i][1], size)
@@ -114,6 +119,9 @@ def _decode_into(folder: Path, split: str, src: Source, members: list[tuple[str,
                 expected="all images of one size, or a size to resize them to (e.g. ?size=224)",
             )
         x[i] = arr
+        if (i + 1) % every == 0:  # written pages leave the resident set (they stay in the page cache)
+            release_rows(x, i + 1 - every, i + 1)
+    release_all(x)
     np.save(folder / f"{split}_y.npy", y, allow_pickle=False)
     return {f"{split}_x": x, f"{split}_y": np.load(folder / f"{split}_y.npy", mmap_mode="r")}
 

@@ -124,6 +124,7 @@ class BuildContext:
     progress: bool = True  # progress bars while training or extracting
     where: str | None = None  # the definition file, named by errors
     scenario: Any = None  # the run's Scenario, for a kind that needs_scenario
+    run: Any = None  # the run's clproto.context.RunContext: extraction's device and precision (None: CPU, fp32)
 
 
 @dataclass(frozen=True, kw_only=True)

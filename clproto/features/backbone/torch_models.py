@@ -20,12 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clproto.context import RunContext
 from clproto.data.paths import models_root as default_models_root
 from clproto.errors import ConfigError
 from clproto.features.backbone.base import FEATURE_VERSION, content_hash
 from clproto.features.backbone.tables import CheckpointTable, ModelInput, TorchScriptTable, TorchvisionTable
 from clproto.features.backbone.preprocess import Preprocess, preprocess_for
 from clproto.features.backbone.shorthand import shorthand
+from clproto.features.device import extract_on_device, plan_for
 
 
 class TorchBackbone:
@@ -43,37 +45,45 @@ class TorchBackbone:
         self.dim = self._forward(np.zeros((2, side, side, 3), np.uint8)).shape[1]  # probe: validates N x D
 
     def _forward(self, images: np.ndarray) -> torch.Tensor:
-        x = self.preprocess(images)  # (B, 3, S, S)
+        """(B, H, W, C) uint8 numpy images -> (B, D) features, on the CPU (the probe of ``dim``)."""
+        with torch.inference_mode():
+            return self._model(self._module_on("cpu"), self.preprocess(images), len(images))  # (B, D)
+
+    def _module_on(self, device: str) -> torch.nn.Module:
+        """The module, moved to ``device`` if it is elsewhere (kept there: runs of a process share a device)."""
+        if getattr(self, "_device", "cpu") != device:
+            self.module.to(device)
+            self._device = device
+        return self.module
+
+    def _model(self, module: torch.nn.Module, x: torch.Tensor, n: int) -> torch.Tensor:
         try:
-            with torch.inference_mode():
-                f = self.module(x)
+            f = module(x)  # (B, D)
         except Exception as exc:  # a model that cannot take this input is a user error, not a crash
             raise ConfigError(f"the model failed on a batch of shape {tuple(x.shape)}: {exc}", where=self.where,
                               field="backbone", value=self.spec) from exc
-        if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != len(images):
+        if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != n:
             shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-            raise ConfigError(f"the model's output for {len(images)} images is {shape}", where=self.where,
-                              field="backbone", value=self.spec, expected=f"a ({len(images)}, D) tensor of features")
+            raise ConfigError(f"the model's output for {n} images is {shape}", where=self.where,
+                              field="backbone", value=self.spec, expected=f"a ({n}, D) tensor of features")
+        if hasattr(self, "dim") and f.shape[1] != self.dim:
+            raise ConfigError(f"the model returned {f.shape[1]} features, earlier batches {self.dim}",
+                              where=self.where, field="backbone", value=self.spec)
         return f
 
     def extract(self, images: np.ndarray, *, progress: bool = True, desc: str = "",
-                out: np.ndarray | None = None) -> np.ndarray:
-        from clproto.progress import progress_bar
-
+                out: np.ndarray | None = None, context: RunContext | None = None) -> np.ndarray:
+        """(N, H, W, C) uint8 -> (N, D) float32 on the ``context``'s device and precision (None: CPU, fp32)."""
         n = len(images)
         if out is None:
             out = np.empty((n, self.dim), dtype=np.float32)  # (N, D)
         if out.shape != (n, self.dim):
             raise ValueError(f"output buffer is {out.shape}, expected {(n, self.dim)}")
-        starts = range(0, n, self.batch_size)
-        for s in progress_bar(starts, desc=desc or f"features {self.spec}", enabled=progress,
-                              total=len(starts), unit="batch"):
-            f = self._forward(images[s:s + self.batch_size])  # (B, D)
-            if f.shape[1] != self.dim:
-                raise ConfigError(f"the model returned {f.shape[1]} features, earlier batches {self.dim}",
-                                  where=self.where, field="backbone", value=self.spec)
-            out[s:s + len(f)] = f.float().numpy()
-        return out
+        plan = plan_for(context, table_batch=self.batch_size)
+        module = self._module_on(plan.device)
+        with torch.inference_mode():
+            return extract_on_device(self.preprocess.on_device, lambda x: self._model(module, x, len(x)), images,
+                                     out, plan=plan, progress=progress, desc=desc or f"features {self.spec}")
 
 
 # --------------------------------------------------------------------------- loading a table
