@@ -22,9 +22,9 @@ not checked.
 A few-shot protocol's published index lists need the real dataset, so a smoke run writes lists of the
 same shape (base classes, ways, shots, sessions) from the dataset's own first images instead.
 
-Devices: clproto runs on the CPU until accelerators are supported (issue 12; ``RunContext.device``
-accepts only ``"cpu"`` today). The scripts therefore take no ``--device`` yet; when the runner gains
-one, :func:`build_parser` is the one place to add it and pass it to :class:`clproto.Runner`.
+Devices: every script takes ``--device``, ``--precision`` and ``--deterministic`` like ``clproto run``
+(:func:`build_parser` adds them, :func:`_run` passes them to :class:`clproto.Runner`); the default is the
+CPU in fp32. No script has been run on a GPU here.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def fscil_figures(sessions: Sequence[Optional[float]], *, average: Optional[floa
 def build_parser(repro: Reproduction, doc: str) -> argparse.ArgumentParser:
     """The options every script takes; ``doc`` (the script's docstring, which states its budget) is the help text."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=f"GPU budget: {repro.budget.gpu}\nOn the CPU (clproto has no --device yet): "
+                                epilog=f"GPU budget: {repro.budget.gpu}\nOn the CPU (the default; --device cuda for a GPU): "
                                        f"{repro.budget.cpu}")
     p.add_argument("--data-root", metavar="DIR", help="where the datasets live (default: $CLPROTO_DATA)")
     p.add_argument("--models-root", metavar="DIR", help="where model weights live (default: $CLPROTO_MODELS)")

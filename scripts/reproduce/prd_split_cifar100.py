@@ -12,8 +12,8 @@ task) accuracies are both measured. Data: CIFAR-100's python version in <data ro
 
 GPU budget (estimated, not measured): about 2 h per seed on one V100-class GPU and about 3 GB of GPU memory —
 20 tasks x 100 epochs x 2 500 images, two augmented views plus the frozen previous model (~11 TFLOP per
-task-epoch). Three seeds by default. clproto has no --device yet (issue 12), so today the script runs on the
-CPU: ~4 min per task-epoch on 2 cores at ~50 GFLOP/s, ~5 days per seed. Each task is checkpointed: an
+task-epoch). Three seeds by default. On the CPU (the default; `--device cuda` runs it on a GPU, not tried here) it takes
+~4 min per task-epoch on 2 cores at ~50 GFLOP/s, ~5 days per seed. Each task is checkpointed: an
 interrupted run resumes from its last finished task.
 
 Paper figures: not found. The paper reports PRD on Split-CIFAR-100 in its Figure 2 (a plot) and tables whose

@@ -13,8 +13,8 @@ calibration (tau 16, alpha 0.1). Data: CIFAR-100's python version in <data root>
 GPU budget (estimated, not measured): about 2 h on one V100-class GPU, under 2 GB of GPU memory — FACT's
 published log of the same base training (github.com/zhoudw-zdw/CVPR22-Fact imgs/CIFAR-FACT.txt: ResNet-20,
 600 epochs, batch 256, AutoAugment; its command line names 4 GPUs) took 12 s per epoch, 124 min in all; a
-ResNet-20 at batch 256 is bound by the data loading more than by the GPUs. clproto has no --device yet
-(issue 12), so today the script runs on the CPU: ~3 min per epoch on 2 shared cores (strategies/
+ResNet-20 at batch 256 is bound by the data loading more than by the GPUs. On the CPU (the default;
+`--device cuda` runs it on a GPU, not tried here): ~3 min per epoch on 2 shared cores (strategies/
 teen-resnet20.toml: 8 epochs of the same ResNet-20 on a 30 000-image base session at 32 x 32 took 25 min),
 ~30 h for the 600 epochs. The trained backbone is cached (<cache>/base-trained/), so a second run only
 re-evaluates.

@@ -13,7 +13,7 @@ calibration (tau 16, alpha 0.5). Data: the official CUB_200_2011 folder at <data
 
 GPU budget (estimated, not measured): about 1 h on one V100-class GPU and about 6 GB of GPU memory — 400
 epochs x ~3 000 base images at 224 x 224 (~16 TFLOP per epoch), then features of the 11 788 images.
-clproto has no --device yet (issue 12), so today the script runs on the CPU: ~5 min per epoch on 2 cores at
+On the CPU (the default; `--device cuda` runs it on a GPU, not tried here): ~5 min per epoch on 2 cores at
 ~50 GFLOP/s, ~1.5 days in all. The fine-tuned backbone is cached (<cache>/base-trained/).
 
 Paper figures: TEEN's per-session CUB-200 table is in the paper's supplementary (not available here). One

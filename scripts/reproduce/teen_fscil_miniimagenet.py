@@ -12,7 +12,7 @@ CEC's images/ + split/*.csv; README "Standard datasets and published protocols")
 
 GPU budget (estimated, not measured): about 5 h on one V100-class GPU and about 4 GB of GPU memory — the
 base training (1000 epochs x 30 000 images at 84 x 84, ~23 TFLOP per epoch); the sessions take seconds.
-clproto has no --device yet (issue 12), so today the script runs on the CPU: at ~50 GFLOP/s (2 cores)
+On the CPU (the default; `--device cuda` runs it on a GPU, not tried here): at ~50 GFLOP/s (2 cores)
 that is ~8 min per epoch, ~5 days in all. The trained backbone is cached (<cache>/base-trained/), so a
 second run only re-evaluates.
 

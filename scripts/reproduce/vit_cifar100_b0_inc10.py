@@ -14,8 +14,8 @@ dict in the models root. Data: CIFAR-100's python version in <data root>/torchvi
 
 GPU budget (estimated, not measured): under 10 min on one V100-class GPU and about 2 GB of GPU memory — one
 forward pass of the 60 000 images (~17.6 GFLOP each, ~1 PFLOP); both strategies and both CIFAR-100 scripts
-(B0-Inc10, B0-Inc5) share the cached features. clproto has no --device yet (issue 12), so today the script
-runs on the CPU: ~6 h on 2 cores at ~50 GFLOP/s, then seconds.
+(B0-Inc10, B0-Inc5) share the cached features. On the CPU (the default; `--device cuda`
+runs it on a GPU, not tried here): ~6 h on 2 cores at ~50 GFLOP/s, then seconds.
 
 Paper figures: NMC final accuracy 88.53 % on 10-split CIFAR-100 with ViT-B/16 (ImageNet-21k) — Janson, Zhang,
 Aljundi & Elhoseiny 2022 (NeurIPS 2022 workshop), as quoted in issue 14; the paper's table was not re-read

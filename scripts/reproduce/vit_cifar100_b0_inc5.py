@@ -16,8 +16,8 @@ models root. Data: CIFAR-100's python version in <data root>/torchvision.
 
 GPU budget (estimated, not measured): under 10 min on one V100-class GPU and about 2 GB of GPU memory — one
 forward pass of the 60 000 images (~1 PFLOP); run after vit_cifar100_b0_inc10.py with the same --cache-dir,
-the features are read from the cache. clproto has no --device yet (issue 12), so today the script runs on
-the CPU: ~6 h on 2 cores at ~50 GFLOP/s (seconds with the features cached).
+the features are read from the cache. On the CPU (the default; `--device cuda` runs it on
+a GPU, not tried here): ~6 h on 2 cores at ~50 GFLOP/s (seconds with the features cached).
 
 Paper figures: SimpleCIL, CIFAR-100 B0-Inc5, ViT-B/16-IN21K: average incremental accuracy 87.57 % and last
 (final) accuracy 81.28 % — Zhou, Ye, Zhan & Liu, "Revisiting Class-Incremental Learning with Pre-Trained
