@@ -105,12 +105,13 @@ def test_each_script_runs_end_to_end_on_its_stand_in_and_prints_the_comparison(s
 def test_every_script_states_its_gpu_budget_in_docstring_and_help(capsys):
     for name in SMOKE:
         module = _script(name)
-        assert "GPU budget" in module.__doc__ and "no --device yet" in module.__doc__
+        assert "GPU budget" in module.__doc__ and "--device cuda" in module.__doc__
         with pytest.raises(SystemExit) as stop:
             module.main(module.REPRODUCTION, module.__doc__, ["--help"])
         assert stop.value.code == 0
         text = capsys.readouterr().out
         assert "GPU budget: " + module.REPRODUCTION.budget.gpu in text and "--smoke" in text
+        assert "--device" in text and "--precision" in text  # as `clproto run`
 
 
 def test_a_script_runs_as_a_file():
