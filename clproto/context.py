@@ -31,7 +31,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # compute precisions: float32, or autocas
 
 def check_device(name: Any, *, field: str = "device") -> str:
     """``name`` if it is one of :data:`DEVICES` (``cuda:N`` with an integer N >= 0), else ConfigError."""
-    ok = isinstance(name, str) and (name in DEVICES[:-2] or name == "mps" or (
+    ok = isinstance(name, str) and (name in ("auto", "cpu", "cuda", "mps") or (
         name.startswith("cuda:") and name[5:].isdigit()))
     if not ok:
         raise ConfigError("unknown device", field=field, value=name, expected="one of " + ", ".join(DEVICES))

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from clproto.context import RunContext
+from clproto.devices import device_type
 from clproto.features.backbone.tables import DEFAULT_BATCH
 from clproto.features.batches import prefetched
 
@@ -51,7 +52,7 @@ class ExtractionPlan:
 
 def batch_for(device: str, table_batch: int) -> int:
     """The batch size on ``device``: the table's, unless it is the CPU-tuned default and the device an accelerator."""
-    kind = device.split(":")[0]
+    kind = device_type(device)
     if table_batch != DEFAULT_BATCH or kind not in DEVICE_BATCH:
         return table_batch
     return DEVICE_BATCH[kind]
