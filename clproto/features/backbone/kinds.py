@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from clproto.errors import ConfigError
 from clproto.features.backbone.base import PixelBackbone
 from clproto.features.backbone.tables import (DEFAULT_BATCH, NORMS, BuildContext, Built, CheckpointTable,  # noqa: F401 (re-exported)
                                               ModelInput, PixelsTable, TimmTable, TorchScriptTable, TorchvisionTable,
-                                              _field_names, from_table, kind_name, to_table)
+                                              TABLES, _field_names, from_table, kind_name, table_named, to_table)
 from clproto.features.backbone.torch_models import load_model
 from clproto.features.base_trained import base_session_key, build_base_trained
 from clproto.training.base_session import BaseTrainingConfig
@@ -52,28 +51,23 @@ def _base_session_key(spec: BaseTrainingConfig, scenario: Any, *, where: str | N
     return base_session_key(spec, scenario, where=where)
 
 
-KINDS: dict[str, BackboneKind] = {k.name: k for k in (
-    BackboneKind(name="pixels", config=PixelsTable, needs_scenario=False, build=_build_pixels),
-    BackboneKind(name="torchscript", config=TorchScriptTable, needs_scenario=False, build=_build_model),
-    BackboneKind(name="torchvision", config=TorchvisionTable, needs_scenario=False, build=_build_model),
-    BackboneKind(name="timm", config=TimmTable, needs_scenario=False, build=_build_model),
-    BackboneKind(name="checkpoint", config=CheckpointTable, needs_scenario=False, build=_build_model),
-    BackboneKind(name="base-trained", config=BaseTrainingConfig, needs_scenario=True, build=_build_base_trained,
-                 scenario_key=_base_session_key),
-)}
-_BY_CLASS = {k.config: k for k in KINDS.values()}
+# how each table of tables.TABLES is built: a pretrained model unless listed here (the one list of kinds is TABLES)
+_SPECIAL = {  # table class -> (needs_scenario, build, scenario_key)
+    PixelsTable: (False, _build_pixels, None),
+    BaseTrainingConfig: (True, _build_base_trained, _base_session_key),
+}
+KINDS: dict[str, BackboneKind] = {
+    name: BackboneKind(name=name, config=cls, needs_scenario=how[0], build=how[1], scenario_key=how[2])
+    for name, cls in TABLES.items() for how in [_SPECIAL.get(cls, (False, _build_model, None))]
+}
 
 
 def kind_named(name: Any, *, where: str | None = None, field: str = "backbone.kind") -> BackboneKind:
-    if name not in KINDS:
-        raise ConfigError("unknown backbone kind" if name is not None else "a backbone table needs a kind",
-                          where=where, field=field, value=name, expected="one of " + ", ".join(KINDS))
+    """The kind called ``name``; unknown: the ConfigError of :func:`~clproto.features.backbone.tables.table_named`."""
+    table_named(name, where=where, field=field)
     return KINDS[name]
 
 
 def kind_of(spec: Any) -> BackboneKind:
-    """The kind of a typed backbone table (an instance of one of the kinds' dataclasses)."""
-    try:
-        return _BY_CLASS[type(spec)]
-    except KeyError:
-        raise TypeError(f"{type(spec).__name__} is not a backbone table (kinds: {', '.join(KINDS)})") from None
+    """The kind of a typed backbone table (an instance of one of the kinds' dataclasses); else a TypeError."""
+    return KINDS[kind_name(spec)]
