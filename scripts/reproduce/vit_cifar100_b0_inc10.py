@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import sys
 
-from _common import DEFINITIONS, SCENARIOS, Budget, Figure, Reproduction, Smoke, main
+from _common import SCENARIOS, Figure, Reproduction, main
+from _vit import NMC, RESIZE, SIMPLECIL, SMOKE, TIMM, budget
 
 JANSON = "Janson et al. 2022, NMC ViT-B/16 in21k, 10-split CIFAR-100 (as quoted in issue 14; table not re-read here)"
 NO_SIMPLECIL = "not found: SimpleCIL's paper reports CIFAR-100 B0-Inc5 only (Zhou et al. 2023, Table 1)"
@@ -40,20 +41,14 @@ REPRODUCTION = Reproduction(
     name="vit-cifar100-b0-inc10",
     paper="NMC (Janson et al. 2022) and SimpleCIL (Zhou et al. 2023)",
     scenario=SCENARIOS / "cifar100-b0-inc10.toml",
-    strategies=(DEFINITIONS / "nmc-vit-b16-in21k.toml", DEFINITIONS / "simplecil-vit-b16-in21k.toml"),
+    strategies=(NMC, SIMPLECIL),
     figures={
         "nmc-vit-b16-in21k": (Figure("final", 88.53, JANSON, 1.5), Figure("avg_inc", None, NO_AVG, 1.5)),
         "simplecil-vit-b16-in21k": (Figure("final", None, NO_SIMPLECIL, 1.5), Figure("avg_inc", None, NO_SIMPLECIL, 1.5)),
     },
-    budget=Budget(gpu="< 10 min on one V100-class GPU, ~2 GB (estimated: one ViT-B/16 pass over 60 000 images)",
-                  cpu="~6 h on 2 cores for the features (estimated), then seconds"),
-    deviations=(
-        "images are resized 32 -> 224 (bilinear, antialiased) with no crop; PILOT resizes to 256 (bicubic) and "
-        "centre-crops 224; Janson et al.'s preprocessing was not checked",
-        "timm >= 0.9 serves the in21k weights as vit_base_patch16_224.augreg_in21k; PILOT used timm 0.6.12's "
-        "vit_base_patch16_224_in21k (the same weights as far as timm's deprecation map says)",
-    ),
-    smoke=Smoke(scenario=("scenario.train_per_class=3", "scenario.test_per_class=2")),
+    budget=budget("then seconds"),
+    deviations=(RESIZE + "; Janson et al.'s preprocessing was not checked", TIMM),
+    smoke=SMOKE,
     replaceable_backbone=True,
 )
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import sys
 
-from _common import DEFINITIONS, SCENARIOS, Budget, Figure, Reproduction, Smoke, main
+from _common import SCENARIOS, Figure, Reproduction, main
+from _vit import NMC, RESIZE, SIMPLECIL, SMOKE, TIMM, budget
 
 ZHOU = "Zhou et al. 2023 (arXiv 2303.07338) Table 1, CIFAR B0 Inc5, SimpleCIL ViT-B/16-IN21K (as quoted in issue 14)"
 NO_NMC = "not found: Janson et al. report 10-split CIFAR-100 only"
@@ -40,20 +41,14 @@ REPRODUCTION = Reproduction(
     name="vit-cifar100-b0-inc5",
     paper="SimpleCIL (Zhou et al. 2023) and NMC (Janson et al. 2022)",
     scenario=SCENARIOS / "cifar100-b0-inc5.toml",
-    strategies=(DEFINITIONS / "simplecil-vit-b16-in21k.toml", DEFINITIONS / "nmc-vit-b16-in21k.toml"),
+    strategies=(SIMPLECIL, NMC),
     figures={
         "simplecil-vit-b16-in21k": (Figure("final", 81.28, ZHOU, 1.5), Figure("avg_inc", 87.57, ZHOU, 1.5)),
         "nmc-vit-b16-in21k": (Figure("final", None, NO_NMC, 1.5), Figure("avg_inc", None, NO_NMC, 1.5)),
     },
-    budget=Budget(gpu="< 10 min on one V100-class GPU, ~2 GB (estimated: one ViT-B/16 pass over 60 000 images)",
-                  cpu="~6 h on 2 cores for the features (estimated; seconds when cached by the B0-Inc10 script)"),
-    deviations=(
-        "images are resized 32 -> 224 (bilinear, antialiased) with no crop; PILOT resizes to 256 (bicubic) and "
-        "centre-crops 224",
-        "timm >= 0.9 serves the in21k weights as vit_base_patch16_224.augreg_in21k; PILOT used timm 0.6.12's "
-        "vit_base_patch16_224_in21k (the same weights as far as timm's deprecation map says)",
-    ),
-    smoke=Smoke(scenario=("scenario.train_per_class=3", "scenario.test_per_class=2")),
+    budget=budget("seconds when cached by the B0-Inc10 script"),
+    deviations=(RESIZE, TIMM),
+    smoke=SMOKE,
     replaceable_backbone=True,
 )
 
