@@ -9,10 +9,10 @@ process (so each one's peak resident set is its own):
 2. ``nmc``      — ``Runner.run`` of NMC over a frozen TorchScript backbone (split into 5 experiences): the
    store is checksummed, streamed through the feature extractor (clproto.features.batches) into the
    feature cache, NMC fitted and evaluated on the features;
-3. ``finetune`` — one epoch of fine-tuning the same network (+ a linear head, SGD) over the training
-   split in a shuffled order, batches gathered from the memory map by the read-ahead thread. This loop
-   is written here: clproto's ``TrainingLoop`` takes the whole training set as one tensor, so its
-   base-session trainer still materialises the base session (it has to take a batch source to stream).
+3. ``finetune`` — one epoch of training a ResNet-20 (+ cosine head) on the training split with clproto's
+   own base-session trainer (``train_base_session`` on the store's ``ImageRows``): its pixel statistics,
+   its ``TrainingLoop`` (shuffled batches gathered from the memory map by the read-ahead thread, resized
+   on read to 32x32) and its validation all stream; the training split is never in memory whole.
 
 It prints each step's peak RSS (``ru_maxrss``: memory-mapped pages count while resident) against the
 budget (``--budget-gb``, default 2 GB; target: peak RSS <= budget + model) and the decoded size.
@@ -106,28 +106,17 @@ def step(mode: str, spec: str, cache: str, models: str) -> dict:
         ds = runner.dataset(spec)
         out["final_accuracy"] = result.metrics.final_accuracy
         out["note"] = result.notes[0]
-    else:  # finetune: one shuffled epoch, streamed
-        from clproto.features.backbone.preprocess import Preprocess
-        from clproto.features.batches import prefetched, read_rows
+    else:  # finetune: clproto's base-session trainer, one epoch, streamed from the store
+        from clproto.context import RunContext
+        from clproto.data.rows import ImageRows
+        from clproto.training.base_session import BaseTrainingConfig, train_base_session
 
         ds = load_dataset(spec, cache_dir=cache, progress=False)
-        net = network().train()
-        head = torch.nn.Linear(32, CLASSES)
-        opt = torch.optim.SGD([*net.parameters(), *head.parameters()], lr=0.05, momentum=0.9)
-        prep = Preprocess(size=INPUT)
-        order = np.random.default_rng(0).permutation(len(ds.train_x))
-        labels = torch.from_numpy(np.asarray(ds.train_y))
-        losses = []
-        with prefetched(ds.train_x, batch=BATCH, reader=lambda x, s, e: read_rows(x, order[s:e])) as batches:
-            for start, host in batches:
-                yb = labels[order[start:start + len(host)]]
-                loss = torch.nn.functional.cross_entropy(head(net(prep.on_device(host))), yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                losses.append(float(loss))
-        out["loss_first_last"] = [float(np.mean(losses[:10])), float(np.mean(losses[-10:]))]
-        out["model_bytes"] = sum(p.numel() * 4 for p in [*net.parameters(), *head.parameters()])
+        config = BaseTrainingConfig(architecture="resnet20", epochs=1, batch_size=BATCH, lr=0.05, image_size=INPUT)
+        trained = train_base_session(ImageRows(ds.train_x, np.arange(len(ds.train_x))), np.asarray(ds.train_y),
+                                     config=config, context=RunContext(progress=False))
+        out["train_val"] = [trained.history[-1]["train_acc"], trained.best_val_accuracy]
+        out["model_bytes"] = sum(v.numel() * v.element_size() for v in trained.state_dict.values())
     out["seconds"] = time.perf_counter() - t0
     out["rss_peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out["decoded_bytes"] = int(ds.train_x.nbytes + ds.test_x.nbytes)
@@ -186,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             model = r.get("model_bytes", 0)
             worst = max(worst, r["rss_peak"] / (budget + model))
             extra = (f"  final accuracy {r['final_accuracy']:.3f}" if "final_accuracy" in r else
-                     f"  loss {r['loss_first_last'][0]:.3f} -> {r['loss_first_last'][1]:.3f}, model {model / 2**20:.2f} MiB"
-                     if "loss_first_last" in r else "")
+                     f"  train acc {r['train_val'][0]:.3f}, val acc {r['train_val'][1]:.3f}, model {model / 2**20:.2f} MiB"
+                     if "train_val" in r else "")
             print(f"{mode:<9} {r['seconds']:8.1f}s  peak RSS {r['rss_peak'] / 2**20:7.0f} MiB (at start "
                   f"{r['rss_start'] / 2**20:5.0f}) / decoded {r['decoded_bytes'] / 2**20:7.0f} MiB = "
                   f"{r['rss_peak'] / r['decoded_bytes']:.3f}{extra}", flush=True)

@@ -196,7 +196,7 @@ def load_or_train(scenario: Scenario, config: BaseTrainingConfig, *, cache_dir: 
         note = f"base-trained backbone loaded from the cache ({path.name})"
     else:
         t0 = time.perf_counter()
-        trained = train_base_session(scenario.dataset.train_x[base.train_indices],
+        trained = train_base_session(base.train_rows,  # streamed from the store, batch by batch
                                      scenario.dataset.train_y[base.train_indices],
                                      config=config, context=training_context(run, progress=progress), models_root=models_root,
                                      where=where)

@@ -23,13 +23,15 @@ from __future__ import annotations
 import queue
 import threading
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 
+from clproto.data.rows import gather
 from clproto.pages import release_rows
 
+T = TypeVar("T")  # what one read is asked for: a start row, an array of rows
 DEPTH = 2  # batches read ahead: one being copied to the device, one ready (more only costs RAM)
 _DONE = object()
 
@@ -48,13 +50,13 @@ def read_batch(images: np.ndarray, start: int, stop: int) -> torch.Tensor:
 
 
 @contextmanager
-def prefetched(images: np.ndarray, *, batch: int, pin_memory: bool = False, depth: int = DEPTH,
-               reader: Callable[[np.ndarray, int, int], torch.Tensor] = read_batch
-               ) -> Iterator[Iterator[tuple[int, torch.Tensor]]]:
-    """An iterator of ``(start, (B, H, W, C) uint8 tensor)`` over ``images`` in batches of ``batch`` rows, read
-    by a background thread ``depth`` batches ahead (pinned when ``pin_memory``)."""
-    if batch < 1 or depth < 1:
-        raise ValueError(f"batch and depth must be at least 1, not {batch} and {depth}")
+def read_ahead(jobs: Sequence[T], read: Callable[[T], torch.Tensor], *, pin_memory: bool = False,
+               depth: int = DEPTH) -> Iterator[Iterator[tuple[T, torch.Tensor]]]:
+    """An iterator of ``(job, read(job))`` over ``jobs`` in order, each ``read`` done by a background thread
+    ``depth`` jobs ahead (its tensor pinned when ``pin_memory``). An error in ``read`` is raised in the consumer at
+    that job; leaving the ``with`` block early stops the thread."""
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, not {depth}")
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
 
@@ -69,9 +71,9 @@ def prefetched(images: np.ndarray, *, batch: int, pin_memory: bool = False, dept
 
     def work() -> None:
         try:
-            for start in range(0, len(images), batch):
-                host = reader(images, start, min(start + batch, len(images)))
-                if not put((start, pin(host) if pin_memory else host)):
+            for job in jobs:
+                host = read(job)
+                if not put((job, pin(host) if pin_memory else host)):
                     return
             put(_DONE)
         except BaseException as exc:  # handed to the consumer, raised there
@@ -80,7 +82,7 @@ def prefetched(images: np.ndarray, *, batch: int, pin_memory: bool = False, dept
     thread = threading.Thread(target=work, name="clproto-prefetch", daemon=True)
     thread.start()
 
-    def batches() -> Iterator[tuple[int, torch.Tensor]]:
+    def results() -> Iterator[tuple[T, torch.Tensor]]:
         while True:
             item = ready.get()
             if item is _DONE:
@@ -90,19 +92,31 @@ def prefetched(images: np.ndarray, *, batch: int, pin_memory: bool = False, dept
             yield item
 
     try:
-        yield batches()
+        yield results()
     finally:
         stop.set()
         thread.join()
 
 
+@contextmanager
+def prefetched(images: np.ndarray, *, batch: int, pin_memory: bool = False, depth: int = DEPTH,
+               reader: Callable[[np.ndarray, int, int], torch.Tensor] = read_batch
+               ) -> Iterator[Iterator[tuple[int, torch.Tensor]]]:
+    """An iterator of ``(start, (B, H, W, C) uint8 tensor)`` over ``images`` in batches of ``batch`` rows, read
+    by a background thread ``depth`` batches ahead (pinned when ``pin_memory``)."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
+    starts = range(0, len(images), batch)
+    with read_ahead(starts, lambda start: reader(images, start, min(start + batch, len(images))),
+                    pin_memory=pin_memory, depth=depth) as results:
+        yield results
+
+
 def read_rows(images: np.ndarray, rows: np.ndarray) -> torch.Tensor:
     """The rows ``rows`` (any order, e.g. a shuffled epoch's batch) as a contiguous uint8 tensor, each row's pages
-    of a memory map released after the copy; with :func:`prefetched`'s ``reader`` over a permutation::
+    of a memory map released after the copy (:func:`clproto.data.rows.gather`); with :func:`prefetched`'s
+    ``reader`` over a permutation::
 
         reader = lambda images, start, stop: read_rows(images, order[start:stop])
     """
-    host = torch.from_numpy(images[np.asarray(rows, dtype=np.int64)])  # (B, H, W, C): fancy indexing copies
-    for r in rows:
-        release_rows(images, int(r), int(r) + 1)
-    return host
+    return gather(images, rows)

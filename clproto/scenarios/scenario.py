@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from clproto.data.dataset import Dataset
+from clproto.data.rows import ImageRows
 from clproto.errors import ConfigError
 from clproto.scenarios.config import KINDS, ScenarioConfig
 from clproto.scenarios.cuts import (SHOTS_STREAM, TEST_CAP_STREAM, TRAIN_CAP_STREAM, class_label, few_shot_sizes,
@@ -50,6 +51,12 @@ class Experience:
     @property
     def train_y(self) -> torch.Tensor:
         return torch.from_numpy(self.dataset.train_y[self.train_indices])
+
+    @property
+    def train_rows(self) -> ImageRows:
+        """The training images not read yet (rows of the dataset's memory-mapped store): what trained strategies
+        hand the training loop, which gathers each shuffled batch as it needs it (``train_x`` reads them all)."""
+        return ImageRows(self.dataset.train_x, self.train_indices)
 
     def train_chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The training samples in scenario order, ``size`` at a time: ``(n, ...)`` inputs and ``(n,)`` labels

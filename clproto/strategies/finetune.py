@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clproto.context import RunContext
+from clproto.data.rows import ImageRows
 from clproto.errors import ConfigError
 from clproto.nets import build_network
 from clproto.scenarios.scenario import Experience
@@ -63,11 +64,13 @@ class FineTune:
     def fit_experience(self, experience: Experience) -> None:
         if len(experience.train_indices) == 0:
             raise ConfigError(f"experience {experience.index} has no training samples", field="dataset")
-        self.train_on(experience.train_x, experience.train_y, classes=experience.classes,
+        self.train_on(experience.train_rows, experience.train_y, classes=experience.classes,
                       experience=experience.index, desc="finetune")
 
-    def train_on(self, x: torch.Tensor, y: torch.Tensor, *, classes, experience: int, desc: str) -> list[float]:
-        """Cross-entropy training on uint8 images ``x`` (N, H, W, C) with labels ``y`` (N,); ``classes`` become seen."""
+    def train_on(self, x: "torch.Tensor | ImageRows", y: torch.Tensor, *, classes, experience: int,
+                 desc: str) -> list[float]:
+        """Cross-entropy training on uint8 images ``x`` (N, H, W, C; a tensor or rows of the store, streamed) with
+        labels ``y`` (N,); ``classes`` become seen."""
         if self.backbone is None:
             self._build(int(x.shape[-1]))
         self.seen[list(classes)] = True

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from clproto.context import RunContext
+from clproto.data.rows import ImageRows
 from clproto.errors import ConfigError
 from clproto.scenarios.scenario import Experience
 from clproto.strategies.finetune import FineTune, FineTuneConfig
@@ -50,7 +51,7 @@ class Joint:
             raise ConfigError(f"experience {experience.index} has no training samples", field="dataset")
         self.indices = np.concatenate([self.indices, experience.train_indices])
         data = experience.dataset
-        x = torch.from_numpy(data.train_x[self.indices])  # (n_seen, H, W, C) uint8
+        x = ImageRows(data.train_x, self.indices)  # (n_seen, H, W, C) uint8, streamed by the loop
         y = torch.from_numpy(data.train_y[self.indices])  # (n_seen,)
         self.learner.train_on(x, y, classes=experience.classes, experience=experience.index, desc="joint")
 

@@ -176,7 +176,7 @@ class PRD:
 
     def fit_experience(self, experience: Experience) -> None:
         _check_experience(experience, where="scenario")
-        x, y = experience.train_x, experience.train_y  # (N, H, W, C) uint8, (N,)
+        x, y = experience.train_rows, experience.train_y  # (N, H, W, C) uint8 rows of the store (streamed), (N,)
         if self.backbone is None:
             self._build(int(x.shape[-1]))
         current = torch.tensor(experience.classes, device=self.device)  # (K,)

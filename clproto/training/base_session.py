@@ -44,6 +44,7 @@ import copy
 import math
 import os
 import time
+from fractions import Fraction
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +53,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from clproto.context import RunContext
+from clproto.data.rows import ImageRows, resize
 from clproto.errors import ConfigError
 from clproto.nets import build_network
 from clproto.progress import progress_bar
@@ -125,10 +127,23 @@ def resize_images(images: np.ndarray, size: int, *, batch: int = 2048) -> torch.
         return x
     out = torch.empty((len(x), size, size, x.shape[3]), dtype=torch.uint8)
     for i in range(0, len(x), batch):
-        chunk = x[i:i + batch].permute(0, 3, 1, 2).float()  # (B, C, H, W)
-        r = F.interpolate(chunk, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out[i:i + batch] = r.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        out[i:i + batch] = resize(x[i:i + batch], size)
     return out
+
+
+def pixel_statistics(rows: ImageRows, *, batch: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation (``n - 1``) of ``x / 255`` over every pixel of ``rows``: ``(C,)``
+    float32 each, std at least 1e-3. Summed exactly in integers one chunk at a time (the images are never in memory
+    together), so the values are the correctly rounded ones whatever the chunking."""
+    channels = rows.shape[-1]
+    n, s1, s2 = 0, torch.zeros(channels, dtype=torch.int64), torch.zeros(channels, dtype=torch.int64)
+    for x in rows.chunks(batch):
+        v = x.reshape(-1, channels).long()  # (B*H*W, C) pixel values 0..255
+        n, s1, s2 = n + len(v), s1 + v.sum(0), s2 + (v * v).sum(0)  # < 2**63 up to ~1.4e14 pixels per channel
+    mean = [float(Fraction(int(a), n * 255)) if n else 0.0 for a in s1]
+    var = [float(Fraction(n * int(b) - int(a) ** 2, n * (n - 1) * 255 ** 2)) if n > 1 else 0.0 for a, b in zip(s1, s2)]
+    return (torch.tensor(mean, dtype=torch.float32),
+            torch.tensor([math.sqrt(v) for v in var], dtype=torch.float32).clamp_min(1e-3))
 
 
 def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -144,13 +159,13 @@ def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
 
 # --------------------------------------------------------------------------- training
 @torch.no_grad()
-def _accuracy(net: nn.Module, head: nn.Module, x: torch.Tensor, y: torch.Tensor, normalization: Normalization,
+def _accuracy(net: nn.Module, head: nn.Module, x: ImageRows, y: torch.Tensor, normalization: Normalization,
               batch: int) -> float:
     net.eval()
     device = next(head.parameters()).device  # where the network is trained
     correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device, read once
-    for i in range(0, len(x), batch):
-        pred = head(net(to_input(x[i:i + batch].to(device), normalization))).argmax(1)  # (B,)
+    for i, chunk in zip(range(0, len(x), batch), x.chunks(batch)):  # chunk: (B, S, S, C) uint8, read from the store
+        pred = head(net(to_input(chunk.to(device), normalization))).argmax(1)  # (B,)
         correct += (pred == y[i:i + batch].to(device)).sum()
     return int(correct) / max(len(x), 1)
 
@@ -169,7 +184,7 @@ class _EpochRecord:
     """A listener of the loop: training accuracy per step (counted on the device, read once per epoch); after
     every epoch, validation and the best weights so far."""
 
-    def __init__(self, *, net: nn.Module, head: nn.Module, x_va: torch.Tensor, y_va: torch.Tensor,
+    def __init__(self, *, net: nn.Module, head: nn.Module, x_va: ImageRows, y_va: torch.Tensor,
                  normalization: Normalization, n_train: int) -> None:
         self.net, self.head, self.x_va, self.y_va = net, head, x_va, y_va
         self.normalization = normalization
@@ -209,36 +224,40 @@ def _trained_parameters(net: nn.Module, train_from: str, *, where: str | None) -
     return [p for _, p in named[first:]]
 
 
-def train_base_session(images: np.ndarray, labels: np.ndarray, *, config: BaseTrainingConfig = BaseTrainingConfig(),
-                       context: RunContext = RunContext(), models_root: str | os.PathLike | None = None,
-                       where: str | None = None) -> TrainedBase:
+def train_base_session(images: "np.ndarray | ImageRows", labels: np.ndarray, *,
+                       config: BaseTrainingConfig = BaseTrainingConfig(), context: RunContext = RunContext(),
+                       models_root: str | os.PathLike | None = None, where: str | None = None) -> TrainedBase:
     """Train ``config.architecture`` with a cosine classifier on base-session images ``(N, H, W, C)`` uint8.
+
+    ``images``: an array, or :class:`~clproto.data.rows.ImageRows` of the dataset's memory-mapped store: then the
+    base session is never in memory whole (statistics, training batches and validation are read and resized
+    ``config.image_size`` batch by batch; the same numbers as on the array).
 
     ``labels`` are dataset labels (any integers); the global torch RNG is left untouched. ``context``
     gives the progress bars and listeners of the training loop (``config.seed`` seeds it, not the run seed).
     A ``torchscript:PATH`` architecture is fine-tuned from that file under ``models_root``.
     """
-    if images.ndim != 4 or images.dtype != np.uint8:
+    array = images.array if isinstance(images, ImageRows) else images
+    if array.ndim != 4 or array.dtype != np.uint8:
         raise ConfigError("base training needs uint8 images (N, H, W, C)", where=where, field="backbone",
-                          value=f"array of shape {images.shape} and dtype {images.dtype}")
+                          value=f"array of shape {array.shape} and dtype {array.dtype}")
     if len(images) == 0 or len(np.unique(labels)) == 0:
         raise ConfigError("the base session has no classes to train on", where=where, field="base_classes",
                           expected="a base session with at least one class")
     cfg = config
     classes = sorted(int(c) for c in np.unique(labels))
     y_all = torch.from_numpy(np.searchsorted(classes, labels)).long()  # (N,) in 0..K-1
-    x_all = resize_images(images, cfg.image_size)  # (N, S, S, C) uint8
+    rows = images if isinstance(images, ImageRows) else ImageRows(images, np.arange(len(images)))
+    x_all = ImageRows(rows.array, rows.rows, cfg.image_size)  # (N, S, S, C) uint8 when read
     rng = np.random.default_rng([cfg.seed, 1])
     tr, va = validation_split(labels, cfg.val_fraction, rng)
-    x_tr, y_tr, x_va, y_va = x_all[tr], y_all[tr], x_all[va], y_all[va]
+    x_tr, y_tr, x_va, y_va = x_all.subset(tr), y_all[tr], x_all.subset(va), y_all[va]
     channels = int(x_all.shape[-1])
     pretrained = is_pretrained(cfg.architecture)
     if pretrained:  # the model scales [0, 1] input itself: x / 255, no dataset statistics
         mean, std = torch.full((channels,), IDENTITY_SCALING[0]), torch.full((channels,), IDENTITY_SCALING[1])
     else:
-        pixels = x_tr.reshape(-1, channels).double() / 255.0  # (N*S*S, C)
-        mean, std = pixels.mean(0).float(), pixels.std(0).float().clamp_min(1e-3)  # (C,), (C,)
-        del pixels
+        mean, std = pixel_statistics(x_tr)  # (C,), (C,)
     normalization = Normalization(mean=tuple(mean.tolist()), std=tuple(std.tolist()))  # float32 values, exactly
 
     init_hash = ""
@@ -291,9 +310,9 @@ def encode(trained: TrainedBase, images: np.ndarray, *, net: nn.Module | None = 
     net = net.eval().to(memory_format=torch.channels_last)
     normalization = trained.normalization
     out = []
-    for i in progress_bar(range(0, len(images), batch), desc=desc or "base-trained features", enabled=progress,
-                          total=math.ceil(len(images) / batch), unit="batch"):
-        x = resize_images(images[i:i + batch], trained.config.image_size)  # (B, S, S, C)
+    rows = ImageRows(images, np.arange(len(images)), trained.config.image_size)  # read (and resized) per batch
+    for x in progress_bar(rows.chunks(batch), desc=desc or "base-trained features", enabled=progress,
+                          total=math.ceil(len(images) / batch), unit="batch"):  # x: (B, S, S, C) uint8
         out.append(net(to_input(x, normalization)).float().numpy())  # (B, D)
     if not out:
         return np.zeros((0, net.feature_dim), np.float32)

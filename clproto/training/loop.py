@@ -1,10 +1,10 @@
 """The training loop shared by every network clproto trains on uint8 images.
 
 One call of :meth:`TrainingLoop.run` trains for ``epochs`` passes over one experience's
-training set: a seeded shuffle, mini-batches of ``batch_size``, ``views`` independently
-augmented copies of each batch (random crop with zero padding + horizontal flip, done batched
-on the uint8 tensor before a single conversion to float: :mod:`clproto.training.inputs`), the
-caller's loss, one optimiser step. The optimiser (SGD, SGD with Nesterov momentum, or Adam) and
+training set (a tensor, or the rows of the memory-mapped store, :class:`~clproto.data.rows.ImageRows`,
+gathered batch by batch by a read-ahead thread): a seeded shuffle, mini-batches of ``batch_size``,
+``views`` augmented copies of each batch (random crop after zero padding + horizontal flip on the
+uint8 batch: :mod:`clproto.training.inputs`), the caller's loss, one optimiser step. The optimiser (SGD, SGD with Nesterov momentum, or Adam) and
 its learning-rate schedule are rebuilt for every experience from the caller's
 :class:`TrainingConfig`; the only state carried between experiences is the random generator, so a
 checkpoint after an experience resumes exactly. The strategies (fine-tuning, joint, PRD) and
@@ -39,8 +39,10 @@ import torch
 import torch.nn as nn
 
 from clproto.context import RunContext
+from clproto.data.rows import ImageRows
 from clproto.devices import fork_rng, place
 from clproto.errors import ConfigError
+from clproto.features.batches import read_ahead
 from clproto.progress import progress_bar
 from clproto.training.inputs import Normalization, augment, to_input
 
@@ -242,16 +244,21 @@ class TrainingLoop:
             scaler.step(optimizer)
             scaler.update()
 
-    def run(self, *, modules: list[nn.Module], groups: list[dict], x: torch.Tensor, y: torch.Tensor,
+    def run(self, *, modules: list[nn.Module], groups: list[dict], x: "torch.Tensor | ImageRows", y: torch.Tensor,
             loss_fn: LossFn, views: int = 1, experience: int = 0, desc: str = "train") -> list[float]:
         """Train ``modules`` (put in train mode at every epoch) on uint8 images ``x`` (N, H, W, C), labels ``y`` (N,).
 
-        ``groups`` are the optimiser's parameter groups (parameters on the loop's device: strategies build
-        their networks with :meth:`place`). Returns the mean loss of every epoch.
-        """
+        ``x``: a tensor (moved to the device once) or :class:`~clproto.data.rows.ImageRows` (each shuffled batch
+        gathered from the store while the previous one trains, pinned for CUDA): the same numbers either way.
+        ``groups``: the optimiser's parameter groups (on the loop's device: see :meth:`place`). Returns the mean
+        loss of every epoch."""
         cfg = self.config
         device = self.device
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)  # the experience, moved once
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} images but {len(y)} labels")
+        if not isinstance(x, ImageRows):
+            x = x.to(device, non_blocking=True)  # the experience, moved once
+        y = y.to(device, non_blocking=True)
         optimizer = build_optimizer(cfg, groups)
         scaler = torch.amp.GradScaler(device.type) if self.context.precision == "fp16" else None
         base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -273,22 +280,23 @@ class TrainingLoop:
             sums = [0.0, 0]  # sample-weighted loss, samples
             pending: list[tuple[int, torch.Tensor, int]] = []  # (step, detached loss, batch size) not read yet
             self._tell(TrainingEvent("epoch_start", experience, epoch, step, lr=optimizer.param_groups[0]["lr"]))
-            for idx in batches(len(y), cfg.batch_size, self.generator, merge_lone=self.merge_lone_batch):
-                idx = idx.to(device, non_blocking=True)
-                inputs = self.views(x[idx], views)  # views × (B, C, H, W)
-                with self.context.autocast():
-                    out = loss_fn(inputs, y[idx])
-                loss, scores = out if isinstance(out, tuple) else (out, None)
-                pending.append((step, loss.detach().float(), len(idx)))
-                value = float("nan")  # this step's loss, when read now
-                if step_loss or len(pending) >= self.check_every:
-                    value = self._read(pending, sums, experience=experience, epoch=epoch)
-                self._step(loss, optimizer, scaler)
-                if per_step is not None:
-                    per_step.step()
-                step += 1
-                if step_events:
-                    self._tell(TrainingEvent("step", experience, epoch, step, value, inputs[0], y[idx], scores))
+            parts = batches(len(y), cfg.batch_size, self.generator, merge_lone=self.merge_lone_batch)
+            with self._images(x, parts) as stream:
+                for idx, xb in stream:  # (B,) positions on the device, (B, H, W, C) uint8 images there
+                    inputs = self.views(xb, views)  # views × (B, C, H, W)
+                    with self.context.autocast():
+                        out = loss_fn(inputs, y[idx])
+                    loss, scores = out if isinstance(out, tuple) else (out, None)
+                    pending.append((step, loss.detach().float(), len(idx)))
+                    value = float("nan")  # this step's loss, when read now
+                    if step_loss or len(pending) >= self.check_every:
+                        value = self._read(pending, sums, experience=experience, epoch=epoch)
+                    self._step(loss, optimizer, scaler)
+                    if per_step is not None:
+                        per_step.step()
+                    step += 1
+                    if step_events:
+                        self._tell(TrainingEvent("step", experience, epoch, step, value, inputs[0], y[idx], scores))
             self._read(pending, sums, experience=experience, epoch=epoch)
             epoch_losses.append(sums[0] / max(sums[1], 1))
             self._tell(TrainingEvent("epoch_end", experience, epoch, step, epoch_losses[-1]))
@@ -296,6 +304,17 @@ class TrainingLoop:
         for m in modules:
             m.eval()
         return epoch_losses
+
+    @contextlib.contextmanager
+    def _images(self, x: "torch.Tensor | ImageRows", parts: list[torch.Tensor]):
+        """``(positions on the device, uint8 images (B, H, W, C) on the device)`` for each batch of positions in
+        ``parts``: indexed from the tensor already there, or gathered from ``ImageRows`` by a read-ahead thread."""
+        device = self.device
+        if not isinstance(x, ImageRows):
+            yield ((idx, x[idx]) for idx in (p.to(device, non_blocking=True) for p in parts))
+            return
+        with read_ahead(parts, lambda idx: x.read(idx.numpy()), pin_memory=device.type == "cuda") as stream:
+            yield ((idx.to(device, non_blocking=True), host.to(device, non_blocking=True)) for idx, host in stream)
 
     def _read(self, pending: list, sums: list, *, experience: int, epoch: int) -> float:
         """Read the pending losses to the host (one synchronisation), add them to ``sums`` in step order and

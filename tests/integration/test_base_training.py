@@ -121,3 +121,37 @@ def test_base_training_reproduces_the_recorded_history():
     assert [g[1:] for g in got] == [r[1:] for r in recorded]  # accuracies and learning rates, exactly
     assert [g[0] for g in got] == pytest.approx([r[0] for r in recorded], rel=1e-5)
     assert tb.best_epoch == 3
+
+
+def test_pixel_statistics_are_exact_in_any_chunking():
+    from clproto.data.rows import ImageRows
+    from clproto.training.base_session import pixel_statistics
+
+    # hand-computed: channel 0 holds 0, 255, 0, 255 -> mean 0.5, sample std sqrt(4 * 0.25 / 3) = 0.57735...;
+    # channel 1 holds 51 everywhere -> mean 0.2, std 0, raised to the 1e-3 floor
+    x = np.zeros((2, 1, 2, 2), np.uint8)
+    x[0, 0, 1, 0] = x[1, 0, 1, 0] = 255
+    x[..., 1] = 51
+    mean, std = pixel_statistics(ImageRows(x, np.arange(2)), batch=1)
+    assert mean.tolist() == pytest.approx([0.5, 0.2], abs=1e-7)
+    assert std.tolist() == pytest.approx([(1 / 3) ** 0.5, 1e-3], abs=1e-7)
+    # on the fixture's images: the double-precision formula base training used before, to the last float32 bit
+    ds = make_tiny_dataset()
+    rows = ImageRows(ds.train_x, np.random.default_rng(0).permutation(len(ds.train_x))[:50], 12)
+    pixels = rows.materialise().reshape(-1, ds.train_x.shape[-1]).double() / 255.0
+    expected = pixels.mean(0).float(), pixels.std(0).float().clamp_min(1e-3)
+    for batch in (1, 7, 2048):
+        got = pixel_statistics(rows, batch=batch)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+def test_resizing_on_read_gives_the_pixels_of_resizing_the_whole_set():
+    from clproto.data.rows import ImageRows
+
+    ds = make_tiny_dataset()
+    order = np.random.default_rng(1).permutation(len(ds.train_x))
+    whole = resize_images(ds.train_x, 12)  # (N, 12, 12, C)
+    rows = ImageRows(ds.train_x, order, 12)
+    assert rows.shape == (len(order), 12, 12, ds.train_x.shape[-1])
+    assert torch.equal(rows.read(np.arange(5, 17)), whole[order[5:17]])
+    assert torch.equal(torch.cat(list(rows.chunks(7))), whole[order])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from clproto.data.kinds import decoded
+from clproto.data.rows import ImageRows
 from clproto.data.sources import load_dataset
 from clproto.features.batches import prefetched, read_rows
 from imagezips import image_folder_members, write_zip
@@ -57,3 +58,88 @@ def test_large_data_benchmark_runs_tiny(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # the zip and the cache went with the temporary folder
     with pytest.raises(SystemExit, match="4x"):
         bench.main(["--decoded-gb", "1", "--budget-gb", "0.5"])
+
+
+# --------------------------------------------------------------------------- training streamed from the store
+def _store(tiny_dataset, tmp_path):
+    zip_path = write_zip(tmp_path / "tiny.zip", image_folder_members(tiny_dataset))
+    return load_dataset(f"imagefolder:{zip_path}", cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_image_rows_read_the_rows_asked_for_and_refuse_bad_ones(tiny_dataset, tmp_path):
+    ds = _store(tiny_dataset, tmp_path)
+    assert isinstance(ds.train_x, np.memmap)
+    rows = ImageRows(ds.train_x, np.array([5, 2, 9, 0]))
+    assert len(rows) == 4 and rows.shape == (4, *ds.train_x.shape[1:])
+    assert np.array_equal(rows.read(np.array([2, 0])).numpy(), np.asarray(ds.train_x)[[9, 5]])
+    assert np.array_equal(rows.materialise().numpy(), np.asarray(ds.train_x)[[5, 2, 9, 0]])
+    with pytest.raises(ValueError, match=r"rows must lie in \[0, "):
+        ImageRows(ds.train_x, np.array([0, len(ds.train_x)]))
+    with pytest.raises(ValueError, match="integer indices"):
+        ImageRows(ds.train_x, np.array([0.5]))
+    with pytest.raises(ValueError, match=r"\(M, H, W, C\)"):
+        ImageRows(np.zeros((3, 4), dtype=np.uint8), np.array([0]))
+
+
+def _train(x, y, *, epochs=2, seed=3):
+    import torch
+
+    from clproto.context import RunContext
+    from clproto.training.loop import TrainingConfig, TrainingLoop, seeded
+
+    cfg = TrainingConfig(architecture="resnet20", epochs=epochs, batch_size=5, lr=0.05)
+    loop = TrainingLoop(config=cfg, seed=seed, context=RunContext(progress=False))
+    with seeded(seed):
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                                  torch.nn.Flatten(), torch.nn.Linear(4, 6))
+    seen = []
+
+    def loss_fn(views, yb):
+        seen.append(yb.clone())
+        return torch.nn.functional.cross_entropy(net(views[0]), yb)
+
+    losses = loop.run(modules=[net], groups=[{"params": list(net.parameters())}], x=x, y=y, loss_fn=loss_fn)
+    return losses, [p.detach().clone() for p in net.parameters()], seen
+
+
+def test_training_on_rows_of_the_store_gives_the_numbers_of_training_on_the_tensor(tiny_dataset, tmp_path):
+    import torch
+
+    ds = _store(tiny_dataset, tmp_path)
+    idx = np.random.default_rng(0).permutation(len(ds.train_x))[:31]  # an experience's rows, any order; 31 = 6*5 + 1
+    y = torch.from_numpy(np.asarray(ds.train_y)[idx]).long()
+    in_memory = _train(torch.from_numpy(np.asarray(ds.train_x)[idx]), y)
+    streamed = _train(ImageRows(ds.train_x, idx), y)
+    assert in_memory[0] == streamed[0]  # epoch losses, bit for bit
+    assert all(torch.equal(a, b) for a, b in zip(in_memory[1], streamed[1]))  # trained weights
+    assert all(torch.equal(a, b) for a, b in zip(in_memory[2], streamed[2]))  # the same batches in the same order
+    with pytest.raises(ValueError, match="31 images but 30 labels"):
+        _train(ImageRows(ds.train_x, idx), y[:30])
+
+
+@pytest.mark.parametrize("name", ["finetune", "joint", "prd"])
+def test_trained_strategies_stream_their_experiences_with_unchanged_numbers(name, tiny_dataset, tmp_path, monkeypatch):
+    """They hand the loop the rows of the memory-mapped store (Experience.train_rows), never Experience.train_x;
+    the scores equal those of the same strategy handed every experience read whole (the way before streaming)."""
+    import torch
+
+    from clproto.scenarios.config import ScenarioConfig
+    from clproto.scenarios.scenario import Experience, build_scenario
+    from clproto.strategies import REGISTRY
+
+    ds = _store(tiny_dataset, tmp_path)
+    scenario = build_scenario(ScenarioConfig(name="tiny-ci", dataset="tiny", increment=2), ds, seed=0)
+    params = dict(architecture="convnet-small", batch_size=16, lr=0.05, crop_padding=1, flip=True, epochs=1)
+    entry = REGISTRY.get(name)
+
+    def scores() -> torch.Tensor:
+        strategy = entry.cls(config=entry.cls.Config(**params), num_classes=6, seed=0)
+        for experience in scenario:
+            strategy.fit_experience(experience)
+        return strategy.predict_scores(torch.from_numpy(np.asarray(ds.test_x)))
+
+    with monkeypatch.context() as m:  # before: every experience read whole and handed over as one tensor
+        m.setattr(Experience, "train_rows", property(lambda self: self.train_x))
+        whole = scores()
+    monkeypatch.setattr(Experience, "train_x", property(lambda self: pytest.fail("an experience was read whole")))
+    assert torch.equal(scores(), whole)
