@@ -91,3 +91,11 @@ def require_shared(*names: str) -> Path:
         if not (SHARED / name).exists():
             pytest.skip(f"shared file {name} not present under {SHARED}")
     return SHARED
+
+
+def rss_file_kb() -> int:
+    """This process's resident file-backed memory (memory-mapped pages), in KiB (Linux: /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")

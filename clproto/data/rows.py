@@ -38,12 +38,12 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def gather(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
-    """``array[rows]`` (any order) as a contiguous tensor; each row's pages of a memory map are released after the
-    copy (a no-op for an array in RAM)."""
+    """``array[rows]`` (any order) as a contiguous tensor; each row's pages of a memory map, including those it
+    shares with its neighbours, are released after the copy (a no-op for an array in RAM)."""
     rows = np.asarray(rows, dtype=np.int64)
     host = torch.from_numpy(array[rows])  # (B, ...): fancy indexing copies
     for r in rows:
-        release_rows(array, int(r), int(r) + 1)
+        release_rows(array, int(r), int(r) + 1, outward=True)
     return host
 
 
@@ -59,8 +59,9 @@ class ImageRows:
         rows = np.asarray(self.rows)
         if rows.ndim != 1 or (rows.size and not np.issubdtype(rows.dtype, np.integer)):
             raise ValueError(f"rows must be a 1-D array of integer indices, not {rows.dtype} of shape {rows.shape}")
-        if self.array.ndim != 4:
-            raise ValueError(f"images must be (M, H, W, C) arrays, not of shape {self.array.shape}")
+        if self.array.ndim != 4 or self.array.dtype != np.uint8:
+            raise ValueError(f"images must be (M, H, W, C) uint8 arrays, not {self.array.dtype} of shape "
+                             f"{self.array.shape}")
         if rows.size and (rows.min() < 0 or rows.max() >= len(self.array)):
             raise ValueError(f"rows must lie in [0, {len(self.array)}), got {rows.min()}..{rows.max()}")
         if self.size < 0:
@@ -89,6 +90,10 @@ class ImageRows:
         for start in range(0, len(self.rows), batch):
             yield self.read(np.arange(start, min(start + batch, len(self.rows))))
 
-    def materialise(self) -> torch.Tensor:
-        """All of them in one tensor ``(N, H, W, C)`` (what streaming avoids; for small sets and tests)."""
-        return self.read(np.arange(len(self.rows)))
+    def materialise(self, *, batch: int = 256) -> torch.Tensor:
+        """All of them in one tensor ``(N, H, W, C)``, read (and resized) ``batch`` at a time: the working memory is
+        the result plus one batch at the stored size (for sets that fit: e.g. a base session resized once)."""
+        out = torch.empty(self.shape, dtype=torch.uint8)
+        for start, chunk in zip(range(0, len(self.rows), batch), self.chunks(batch)):
+            out[start:start + len(chunk)] = chunk
+        return out

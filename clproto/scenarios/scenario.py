@@ -56,7 +56,11 @@ class Experience:
     def train_rows(self) -> ImageRows:
         """The training images not read yet (rows of the dataset's memory-mapped store): what trained strategies
         hand the training loop, which gathers each shuffled batch as it needs it (``train_x`` reads them all)."""
-        return ImageRows(self.dataset.train_x, self.train_indices)
+        x = self.dataset.train_x
+        if x.ndim != 4 or x.dtype != np.uint8:
+            raise ConfigError("a strategy that trains on images needs uint8 images (N, H, W, C)", field="dataset",
+                              value=f"{self.dataset.name}: {x.dtype} of shape {tuple(x.shape)}")
+        return ImageRows(x, self.train_indices)
 
     def train_chunks(self, size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The training samples in scenario order, ``size`` at a time: ``(n, ...)`` inputs and ``(n,)`` labels

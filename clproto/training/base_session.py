@@ -21,8 +21,11 @@ Checkpoint selection: TEEN's code keeps the epoch with the best accuracy on the 
 classes. We do not: a stratified ``val_fraction`` of the base *training* images is held out, the best
 epoch on it is kept, and the test set is never looked at during training.
 
-Images are optionally resized to ``image_size`` (bilinear, antialiased) once, before training; the same
-resize is part of the trained backbone's preprocessing. Inputs are scaled to [0, 1] and standardised
+Images are optionally resized to ``image_size`` (bilinear, antialiased); the same resize is part of the trained
+backbone's preprocessing. The base session is read from the store batch by batch (:class:`ImageRows`): resized
+once into memory when the resized images take at most ``resident_bytes`` (1 GiB by default; what a CIFAR- or
+Tiny-ImageNet-sized base session needs), else left in the store and resized as each batch is read, every epoch
+(bounded memory for any size, at the cost of resizing again). The same numbers either way. Inputs are scaled to [0, 1] and standardised
 with the per-channel mean/std of the base training images: the backbone's
 :class:`~clproto.training.inputs.Normalization`, kept with its weights.
 
@@ -45,6 +48,7 @@ import math
 import os
 import time
 from fractions import Fraction
+from typing import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -131,17 +135,21 @@ def resize_images(images: np.ndarray, size: int, *, batch: int = 2048) -> torch.
     return out
 
 
-def pixel_statistics(rows: ImageRows, *, batch: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and standard deviation (``n - 1``) of ``x / 255`` over every pixel of ``rows``: ``(C,)``
-    float32 each, std at least 1e-3. Summed exactly in integers one chunk at a time (the images are never in memory
-    together), so the values are the correctly rounded ones whatever the chunking."""
+def pixel_statistics(rows: "ImageRows | torch.Tensor", *, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and standard deviation (``n - 1``) of ``x / 255`` over every pixel of ``rows`` (uint8
+    images ``(N, H, W, C)``): ``(C,)`` float32 each, std at least 1e-3. Counted exactly (a histogram of the 256
+    values per channel, one chunk at a time: the images are never in memory together, whatever their number),
+    then rounded once to float64 and once to float32."""
     channels = rows.shape[-1]
-    n, s1, s2 = 0, torch.zeros(channels, dtype=torch.int64), torch.zeros(channels, dtype=torch.int64)
-    for x in rows.chunks(batch):
-        v = x.reshape(-1, channels).long()  # (B*H*W, C) pixel values 0..255
-        n, s1, s2 = n + len(v), s1 + v.sum(0), s2 + (v * v).sum(0)  # < 2**63 up to ~1.4e14 pixels per channel
-    mean = [float(Fraction(int(a), n * 255)) if n else 0.0 for a in s1]
-    var = [float(Fraction(n * int(b) - int(a) ** 2, n * (n - 1) * 255 ** 2)) if n > 1 else 0.0 for a, b in zip(s1, s2)]
+    counts = torch.zeros(channels, 256, dtype=torch.int64)  # (C, 256) pixels of each value
+    for x in _chunks(rows, batch):  # x: (B, H, W, C) uint8
+        for c in range(channels):
+            counts[c] += torch.bincount(x[..., c].reshape(-1), minlength=256)
+    values = torch.arange(256, dtype=torch.int64)
+    n = int(counts[0].sum())
+    s1, s2 = (counts * values).sum(1).tolist(), (counts * values * values).sum(1).tolist()  # exact Python ints
+    mean = [float(Fraction(a, n * 255)) if n else 0.0 for a in s1]
+    var = [float(Fraction(n * b - a * a, n * (n - 1) * 255 ** 2)) if n > 1 else 0.0 for a, b in zip(s1, s2)]
     return (torch.tensor(mean, dtype=torch.float32),
             torch.tensor([math.sqrt(v) for v in var], dtype=torch.float32).clamp_min(1e-3))
 
@@ -159,12 +167,17 @@ def validation_split(labels: np.ndarray, fraction: float, rng: np.random.Generat
 
 # --------------------------------------------------------------------------- training
 @torch.no_grad()
-def _accuracy(net: nn.Module, head: nn.Module, x: ImageRows, y: torch.Tensor, normalization: Normalization,
-              batch: int) -> float:
+def _chunks(x: "ImageRows | torch.Tensor", batch: int) -> Iterator[torch.Tensor]:
+    """uint8 images ``(B, S, S, C)``, ``batch`` at a time, in order: read from the store, or views of a tensor."""
+    return x.chunks(batch) if isinstance(x, ImageRows) else iter(x.split(batch))
+
+
+def _accuracy(net: nn.Module, head: nn.Module, x: "ImageRows | torch.Tensor", y: torch.Tensor,
+              normalization: Normalization, batch: int) -> float:
     net.eval()
     device = next(head.parameters()).device  # where the network is trained
     correct = torch.zeros((), dtype=torch.long, device=device)  # summed on the device, read once
-    for i, chunk in zip(range(0, len(x), batch), x.chunks(batch)):  # chunk: (B, S, S, C) uint8, read from the store
+    for i, chunk in zip(range(0, len(x), batch), _chunks(x, batch)):  # chunk: (B, S, S, C) uint8
         pred = head(net(to_input(chunk.to(device), normalization))).argmax(1)  # (B,)
         correct += (pred == y[i:i + batch].to(device)).sum()
     return int(correct) / max(len(x), 1)
@@ -184,7 +197,7 @@ class _EpochRecord:
     """A listener of the loop: training accuracy per step (counted on the device, read once per epoch); after
     every epoch, validation and the best weights so far."""
 
-    def __init__(self, *, net: nn.Module, head: nn.Module, x_va: ImageRows, y_va: torch.Tensor,
+    def __init__(self, *, net: nn.Module, head: nn.Module, x_va: "ImageRows | torch.Tensor", y_va: torch.Tensor,
                  normalization: Normalization, n_train: int) -> None:
         self.net, self.head, self.x_va, self.y_va = net, head, x_va, y_va
         self.normalization = normalization
@@ -226,12 +239,13 @@ def _trained_parameters(net: nn.Module, train_from: str, *, where: str | None) -
 
 def train_base_session(images: "np.ndarray | ImageRows", labels: np.ndarray, *,
                        config: BaseTrainingConfig = BaseTrainingConfig(), context: RunContext = RunContext(),
-                       models_root: str | os.PathLike | None = None, where: str | None = None) -> TrainedBase:
+                       models_root: str | os.PathLike | None = None, where: str | None = None,
+                       resident_bytes: int = 1 << 30) -> TrainedBase:
     """Train ``config.architecture`` with a cosine classifier on base-session images ``(N, H, W, C)`` uint8.
 
-    ``images``: an array, or :class:`~clproto.data.rows.ImageRows` of the dataset's memory-mapped store: then the
-    base session is never in memory whole (statistics, training batches and validation are read and resized
-    ``config.image_size`` batch by batch; the same numbers as on the array).
+    ``images``: an array, or :class:`~clproto.data.rows.ImageRows` of the dataset's memory-mapped store, read batch
+    by batch; ``resident_bytes``: resized images up to this size are resized once into memory, a larger set is
+    resized as it is read, every epoch (module docstring). The same numbers either way.
 
     ``labels`` are dataset labels (any integers); the global torch RNG is left untouched. ``context``
     gives the progress bars and listeners of the training loop (``config.seed`` seeds it, not the run seed).
@@ -248,10 +262,15 @@ def train_base_session(images: "np.ndarray | ImageRows", labels: np.ndarray, *,
     classes = sorted(int(c) for c in np.unique(labels))
     y_all = torch.from_numpy(np.searchsorted(classes, labels)).long()  # (N,) in 0..K-1
     rows = images if isinstance(images, ImageRows) else ImageRows(images, np.arange(len(images)))
+    if rows.size not in (0, cfg.image_size):
+        raise ValueError(f"images are read at {rows.size} pixels but the base training resizes to {cfg.image_size}")
     x_all = ImageRows(rows.array, rows.rows, cfg.image_size)  # (N, S, S, C) uint8 when read
     rng = np.random.default_rng([cfg.seed, 1])
     tr, va = validation_split(labels, cfg.val_fraction, rng)
     x_tr, y_tr, x_va, y_va = x_all.subset(tr), y_all[tr], x_all.subset(va), y_all[va]
+    resized = x_all.shape[1] != rows.array.shape[1] or x_all.shape[2] != rows.array.shape[2]
+    if resized and math.prod(x_all.shape) <= resident_bytes:  # resize once, not every epoch
+        x_tr, x_va = x_tr.materialise(), x_va.materialise()
     channels = int(x_all.shape[-1])
     pretrained = is_pretrained(cfg.architecture)
     if pretrained:  # the model scales [0, 1] input itself: x / 255, no dataset statistics

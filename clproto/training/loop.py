@@ -1,31 +1,29 @@
 """The training loop shared by every network clproto trains on uint8 images.
 
-One call of :meth:`TrainingLoop.run` trains for ``epochs`` passes over one experience's
-training set (a tensor, or the rows of the memory-mapped store, :class:`~clproto.data.rows.ImageRows`,
-gathered batch by batch by a read-ahead thread): a seeded shuffle, mini-batches of ``batch_size``,
-``views`` augmented copies of each batch (random crop after zero padding + horizontal flip on the
-uint8 batch: :mod:`clproto.training.inputs`), the caller's loss, one optimiser step. The optimiser (SGD, SGD with Nesterov momentum, or Adam) and
-its learning-rate schedule are rebuilt for every experience from the caller's
-:class:`TrainingConfig`; the only state carried between experiences is the random generator, so a
-checkpoint after an experience resumes exactly. The strategies (fine-tuning, joint, PRD) and
-base-session training (:mod:`clproto.training.base_session`, the loop plus a cosine head) use it.
+One call of :meth:`TrainingLoop.run` trains for ``epochs`` passes over one experience's training set:
+a seeded shuffle, mini-batches of ``batch_size``, ``views`` augmented copies of each batch (random crop
+after zero padding + horizontal flip on the uint8 batch: :mod:`clproto.training.inputs`), the caller's
+loss, one optimiser step. The optimiser (SGD, SGD with Nesterov momentum, or Adam) and its schedule are
+rebuilt for every experience from the caller's :class:`TrainingConfig`; the only state carried between
+experiences is the random generator, so a checkpoint after an experience resumes exactly. The strategies
+(fine-tuning, joint, PRD) and base-session training (:mod:`clproto.training.base_session`) use it.
 
-How the loop runs — progress bars, listeners — comes from the :class:`~clproto.context.RunContext`
-it is given; the input scaling from the :class:`~clproto.training.inputs.Normalization` of the
-network it trains. The loop creates no threads of its own: ``torch.set_num_threads`` (the CLI's
-``--threads``) decides the parallelism. A non-finite loss stops training at once with
-:class:`DivergedError` naming the experience, epoch and step; the runner's checkpoint of the
-previous experience is left untouched.
+The training set is a tensor, or the rows of the memory-mapped store (:class:`~clproto.data.rows.ImageRows`,
+what the strategies pass): then each shuffled batch is gathered by one read-ahead thread while the previous
+one trains (:func:`clproto.features.batches.read_ahead`; the set is never in memory whole); the same numbers
+either way. Besides that thread, ``torch.set_num_threads`` (the CLI's ``--threads``) decides the parallelism.
+Progress bars and listeners come from the :class:`~clproto.context.RunContext`; the input scaling from the
+network's :class:`~clproto.training.inputs.Normalization`. A non-finite loss stops training with
+:class:`DivergedError` naming the experience, epoch and step (the previous checkpoint is left untouched).
 
-Devices (:mod:`clproto.devices`): the loop runs where its context says (``context.torch_device``): the
-experience's images and labels are moved there once, the modules are placed there (channels-last conv nets
-on CUDA), augmentation runs there (its random draws still come from the loop's CPU generator, so shuffles
-and crops are the same on every device), and the loss is computed under ``context.autocast()`` (bf16/fp16;
-fp16 with a :class:`torch.amp.GradScaler`, bf16 without). The step's loss is read back to the host only
-every ``check_every`` steps (1 on the CPU, where reading is free; 8 on accelerators), or every step when a
-listener wants step events: a non-finite loss is then caught at most ``check_every - 1`` steps late, and
-the error names the step where it first appeared. ``compile``: the caller may pass a network through
-:func:`maybe_compile` (``torch.compile``).
+Devices (:mod:`clproto.devices`): the loop runs where its context says (``context.torch_device``): a tensor
+training set is moved there once, streamed batches as they come (pinned, asynchronous on CUDA); the modules
+are placed there (channels-last on CUDA), augmentation runs there (its random draws still come from the CPU
+generator: the same shuffles and crops on every device), and the loss is computed under ``context.autocast()``
+(fp16 with a :class:`torch.amp.GradScaler`, bf16 without). The loss is read back to the host every
+``check_every`` steps (1 on the CPU, 8 on accelerators), or every step when a listener wants step events: a
+non-finite loss is caught at most ``check_every - 1`` steps late, and the error names the step where it first
+appeared. ``compile``: the caller may pass a network through :func:`maybe_compile` (``torch.compile``).
 """
 
 from __future__ import annotations
@@ -191,6 +189,9 @@ class TrainingLoop:
         self.config = config
         self.context = context.resolved()  # device, precision, progress bars and the run's listeners
         self.device = self.context.torch_device  # where the modules, batches and augmentation live
+        # asynchronous host -> device copies on CUDA only (its pinned batches are safe to let go of; an MPS copy may
+        # still read a host batch after it is freed)
+        self.non_blocking = self.device.type == "cuda"
         self.normalization = normalization  # input scaling of the trained network (predictions must use it too)
         # a trailing one-sample batch joins the previous one; base-session training keeps it alone (as it always did)
         self.merge_lone_batch = merge_lone_batch
@@ -224,7 +225,7 @@ class TrainingLoop:
     def to_input(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 ``(B, H, W, C)`` -> the network's float input ``(B, C, H, W)`` on the loop's device, no
         augmentation (predictions)."""
-        return to_input(x.to(self.device, non_blocking=True), self.normalization)
+        return to_input(x.to(self.device, non_blocking=self.non_blocking), self.normalization)
 
     def views(self, x: torch.Tensor, count: int) -> list[torch.Tensor]:
         """``count`` augmented float views ``(B, C, H, W)`` of uint8 images ``(B, H, W, C)`` (on x's device)."""
@@ -257,8 +258,8 @@ class TrainingLoop:
         if len(x) != len(y):
             raise ValueError(f"{len(x)} images but {len(y)} labels")
         if not isinstance(x, ImageRows):
-            x = x.to(device, non_blocking=True)  # the experience, moved once
-        y = y.to(device, non_blocking=True)
+            x = x.to(device, non_blocking=self.non_blocking)  # the experience, moved once
+        y = y.to(device, non_blocking=self.non_blocking)
         optimizer = build_optimizer(cfg, groups)
         scaler = torch.amp.GradScaler(device.type) if self.context.precision == "fp16" else None
         base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -311,10 +312,11 @@ class TrainingLoop:
         ``parts``: indexed from the tensor already there, or gathered from ``ImageRows`` by a read-ahead thread."""
         device = self.device
         if not isinstance(x, ImageRows):
-            yield ((idx, x[idx]) for idx in (p.to(device, non_blocking=True) for p in parts))
+            yield ((idx, x[idx]) for idx in (p.to(device, non_blocking=self.non_blocking) for p in parts))
             return
         with read_ahead(parts, lambda idx: x.read(idx.numpy()), pin_memory=device.type == "cuda") as stream:
-            yield ((idx.to(device, non_blocking=True), host.to(device, non_blocking=True)) for idx, host in stream)
+            copy = self.non_blocking
+            yield ((idx.to(device, non_blocking=copy), host.to(device, non_blocking=copy)) for idx, host in stream)
 
     def _read(self, pending: list, sums: list, *, experience: int, epoch: int) -> float:
         """Read the pending losses to the host (one synchronisation), add them to ``sums`` in step order and

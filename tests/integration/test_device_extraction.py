@@ -25,6 +25,7 @@ from clproto.features.device import ExtractionPlan, batch_for, extract_on_device
 from clproto.features.extraction import extract_dataset_features
 from clproto.features.store import FeatureStore
 from clproto.pages import release_all, release_rows, releasable
+from conftest import rss_file_kb
 from clproto.storage import CACHE_FORMAT, read_meta
 
 
@@ -191,13 +192,6 @@ def test_the_store_extracts_with_the_runs_context_into_its_own_entries(models, t
 
 
 # --------------------------------------------------------------------------- pages of a memory map
-def _rss_file_kb() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("RssFile:"):
-            return int(line.split()[1])
-    raise AssertionError("no RssFile in /proc/self/status")
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
 def test_released_pages_leave_the_resident_set_and_the_data_stay(tmp_path):
     rows = 64
@@ -205,12 +199,12 @@ def test_released_pages_leave_the_resident_set_and_the_data_stay(tmp_path):
     np.save(tmp_path / "x.npy", data)
     x = np.load(tmp_path / "x.npy", mmap_mode="r")
     assert releasable(x) and releasable(x[8:16])
-    before = _rss_file_kb()
+    before = rss_file_kb()
     assert int(x.sum(dtype=np.int64)) == int(data.sum(dtype=np.int64))  # touches every page
-    touched = _rss_file_kb()
+    touched = rss_file_kb()
     assert touched - before > 10_000  # ~12 MB of the map became resident
     assert release_all(x)
-    assert touched - _rss_file_kb() > 10_000
+    assert touched - rss_file_kb() > 10_000
     assert np.array_equal(x[10:20], data[10:20])  # read again from the page cache: same bytes
     assert release_rows(x, 10, 20) and not release_rows(x, 5, 5)
     copy = np.load(tmp_path / "x.npy", mmap_mode="c")

@@ -4,6 +4,7 @@ handed back as it streams — with the same pixels — and benchmarks/large_data
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from clproto.data.kinds import decoded
 from clproto.data.rows import ImageRows
 from clproto.data.sources import load_dataset
 from clproto.features.batches import prefetched, read_rows
+from conftest import rss_file_kb
 from imagezips import image_folder_members, write_zip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +79,7 @@ def test_image_rows_read_the_rows_asked_for_and_refuse_bad_ones(tiny_dataset, tm
         ImageRows(ds.train_x, np.array([0, len(ds.train_x)]))
     with pytest.raises(ValueError, match="integer indices"):
         ImageRows(ds.train_x, np.array([0.5]))
-    with pytest.raises(ValueError, match=r"\(M, H, W, C\)"):
+    with pytest.raises(ValueError, match=r"\(M, H, W, C\) uint8"):
         ImageRows(np.zeros((3, 4), dtype=np.uint8), np.array([0]))
 
 
@@ -136,10 +138,51 @@ def test_trained_strategies_stream_their_experiences_with_unchanged_numbers(name
         strategy = entry.cls(config=entry.cls.Config(**params), num_classes=6, seed=0)
         for experience in scenario:
             strategy.fit_experience(experience)
-        return strategy.predict_scores(torch.from_numpy(np.asarray(ds.test_x)))
+        return strategy.predict_scores(torch.from_numpy(np.array(ds.test_x)))  # a writable copy
 
     with monkeypatch.context() as m:  # before: every experience read whole and handed over as one tensor
         m.setattr(Experience, "train_rows", property(lambda self: self.train_x))
         whole = scores()
     monkeypatch.setattr(Experience, "train_x", property(lambda self: pytest.fail("an experience was read whole")))
     assert torch.equal(scores(), whole)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise and /proc are Linux's")
+def test_a_shuffled_pass_over_rows_smaller_than_a_page_leaves_them_out_of_the_resident_set(tmp_path):
+    data = np.random.default_rng(0).integers(0, 256, (4000, 32, 32, 3), dtype=np.uint8)  # 3 KiB rows, 12 MB
+    np.save(tmp_path / "x.npy", data)
+    rows = ImageRows(np.load(tmp_path / "x.npy", mmap_mode="r"), np.random.default_rng(1).permutation(4000))
+    before = rss_file_kb()
+    for start in range(0, 4000, 64):  # one shuffled epoch, as the training loop reads it
+        batch = rows.read(np.arange(start, min(start + 64, 4000)))
+        assert np.array_equal(batch.numpy(), data[rows.rows[start:start + 64]])
+    assert rss_file_kb() - before < 2_000  # of ~12 000 KiB read: the pages shared by neighbouring rows went too
+
+
+def test_an_experience_of_features_is_refused_by_image_training_with_the_dataset_named(tiny_dataset):
+    from clproto.errors import ConfigError
+    from clproto.scenarios.config import ScenarioConfig
+    from clproto.scenarios.scenario import build_scenario
+
+    features = tiny_dataset.with_inputs(tiny_dataset.train_x.reshape(len(tiny_dataset.train_x), -1).astype(np.float32),
+                                        tiny_dataset.test_x.reshape(len(tiny_dataset.test_x), -1).astype(np.float32),
+                                        suffix="-features")
+    scenario = build_scenario(ScenarioConfig(name="tiny-ci", dataset="tiny", increment=2), features, seed=0)
+    with pytest.raises(ConfigError, match="needs uint8 images") as info:
+        scenario[0].train_rows
+    assert "float32" in str(info.value) and "dataset" in str(info.value)
+
+
+def test_base_training_gives_the_same_network_resized_once_or_every_epoch(tiny_dataset):
+    import torch
+
+    from clproto.training.base_session import BaseTrainingConfig, train_base_session
+
+    config = BaseTrainingConfig(architecture="convnet-small", epochs=2, batch_size=16, image_size=12, val_fraction=0.2)
+    rows = ImageRows(tiny_dataset.train_x, np.arange(len(tiny_dataset.train_x)))
+    kept = train_base_session(rows, tiny_dataset.train_y, config=config)  # 12x12 images: resized once, in memory
+    streamed = train_base_session(rows, tiny_dataset.train_y, config=config, resident_bytes=0)  # resized per batch
+    assert kept.mean == streamed.mean and kept.std == streamed.std and kept.history[-1]["loss"] == streamed.history[-1]["loss"]
+    assert all(torch.equal(kept.state_dict[k], streamed.state_dict[k]) for k in kept.state_dict)
+    with pytest.raises(ValueError, match="read at 16 pixels"):
+        train_base_session(ImageRows(tiny_dataset.train_x, np.arange(10), 16), tiny_dataset.train_y[:10], config=config)
