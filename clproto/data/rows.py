@@ -27,14 +27,21 @@ import torch.nn.functional as F
 from clproto.pages import release_rows
 
 
+RESIZE_CHUNK = 32  # images resized at once: the float copy of 32 images at 512x512 is 100 MB
+
+
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 ``(B, H, W, C)`` -> uint8 ``(B, size, size, C)`` (bilinear, antialiased, rounded); ``x`` itself when
-    ``size`` is 0 or already its side. Each image is resized on its own: the same pixels in any batch."""
+    ``size`` is 0 or already its side. Each image is resized on its own (the same pixels in any batch), at most
+    :data:`RESIZE_CHUNK` at a time, so the float working copy stays small whatever the batch."""
     if size == 0 or (x.shape[1] == size and x.shape[2] == size):
         return x
-    r = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear", align_corners=False,
-                      antialias=True)  # (B, C, size, size)
-    return r.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)  # (B, size, size, C)
+    out = torch.empty((len(x), size, size, x.shape[3]), dtype=torch.uint8)
+    for i in range(0, len(x), RESIZE_CHUNK):
+        r = F.interpolate(x[i:i + RESIZE_CHUNK].permute(0, 3, 1, 2).float(), size=(size, size), mode="bilinear",
+                          align_corners=False, antialias=True)  # (b, C, size, size)
+        out[i:i + RESIZE_CHUNK] = r.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return out  # (B, size, size, C)
 
 
 def gather(array: np.ndarray, rows: np.ndarray) -> torch.Tensor:
