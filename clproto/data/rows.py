@@ -85,8 +85,16 @@ class ImageRows:
         return (len(self.rows), self.size or h, self.size or w, c)
 
     def read(self, positions: np.ndarray) -> torch.Tensor:
-        """Images at ``positions`` (indices into this set, any order) as a ``(B, H, W, C)`` uint8 tensor."""
-        return resize(gather(self.array, self.rows[np.asarray(positions, dtype=np.int64)]), self.size)
+        """Images at ``positions`` (indices into this set, any order) as a ``(B, H, W, C)`` uint8 tensor. Resized
+        images are read :data:`RESIZE_CHUNK` at a time: never more than that many at the stored size in memory."""
+        rows = self.rows[np.asarray(positions, dtype=np.int64)]
+        _, h, w, c = self.shape
+        if (h, w) == self.array.shape[1:3]:
+            return gather(self.array, rows)  # (B, H, W, C)
+        out = torch.empty((len(rows), h, w, c), dtype=torch.uint8)
+        for i in range(0, len(rows), RESIZE_CHUNK):
+            out[i:i + RESIZE_CHUNK] = resize(gather(self.array, rows[i:i + RESIZE_CHUNK]), self.size)
+        return out  # (B, size, size, C)
 
     def subset(self, positions: np.ndarray) -> "ImageRows":
         """The images at ``positions`` (indices into this set), still not read."""
