@@ -266,3 +266,16 @@ def test_readme_avalanche_snippet_runs_as_written(monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
     exec(compile(readme_blocks("python")[0], "README.md", "exec"), {})
     assert capsys.readouterr().out.startswith("[")  # the last row of the accuracy matrix
+
+
+def test_avalanche_si_is_a_no_op_on_the_cpu_as_the_readme_says(tiny_dataset):
+    """README (Reference results) and strategies/avalanche-si.toml state that avalanche-lib 0.6's SI keeps views of
+    the live parameters on the CPU, so its importances are 0 and it equals Naive exactly. If this fails, Avalanche
+    changed: re-run the reference rows and update both texts."""
+    import avalanche
+
+    runner = runner_with(tiny_dataset)
+    naive = runner.run(TINY, strategy_from_dict(definition("Naive"), REGISTRY), seed=0)
+    si = runner.run(TINY, strategy_from_dict(definition("SynapticIntelligence", {"si_lambda": 0.5, "eps": 1.0}),
+                                             REGISTRY), seed=0)
+    assert si.accuracy_matrix == naive.accuracy_matrix, f"SI now differs from Naive (avalanche {avalanche.__version__})"
