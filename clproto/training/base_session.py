@@ -124,15 +124,10 @@ class CosineClassifier(nn.Module):
 
 
 # --------------------------------------------------------------------------- image tensors
-def resize_images(images: np.ndarray, size: int, *, batch: int = 2048) -> torch.Tensor:
-    """(N, H, W, C) uint8 -> (N, size, size, C) uint8 tensor (bilinear, antialiased); size 0 keeps H, W."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    if size == 0 or (x.shape[1] == size and x.shape[2] == size):
-        return x
-    out = torch.empty((len(x), size, size, x.shape[3]), dtype=torch.uint8)
-    for i in range(0, len(x), batch):
-        out[i:i + batch] = resize(x[i:i + batch], size)
-    return out
+def resize_images(images: np.ndarray, size: int) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, size, size, C) uint8 tensor (bilinear, antialiased); size 0 keeps H, W.
+    :func:`clproto.data.rows.resize` on the whole array (it works a few images at a time)."""
+    return resize(torch.from_numpy(np.ascontiguousarray(images)), size)
 
 
 def pixel_statistics(rows: "ImageRows | torch.Tensor", *, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
